@@ -1,0 +1,3 @@
+from lpsctl.cli.app import main
+
+main()

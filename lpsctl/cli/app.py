@@ -1,0 +1,54 @@
+"""The `lpsctl` command: Typer app, command groups, and the one place user errors become one-line messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from lpsctl import __version__
+from lpsctl.cli import config_cmd, data
+from lpsctl.errors import LpsctlError
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise checks for updates online
+
+app = typer.Typer(
+    name="lpsctl",
+    help="Location-based panoptic segmentation: EfficientPS with a SOLOv2 instance head.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(config_cmd.app, name="config")
+
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lpsctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app; a user error (LpsctlError) is one red line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="lpsctl")
+    except LpsctlError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
