@@ -89,6 +89,7 @@ class SoloConfig:
 class SolverConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.07  # EfficientPS official, batch 16 (the paper text says 0.007; see README)
+    lr_reference_batch: int = 16  # lr is given for this total batch and scaled linearly to the real one (0: as is)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     clip_grad_norm: float = 35.0  # 0 disables clipping

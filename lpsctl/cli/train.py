@@ -1,0 +1,95 @@
+"""`lpsctl train eps | solo`: the joint EfficientPS+SOLOv2 model, or SOLOv2 alone, on one engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from lpsctl.cli.options import CONFIG, SET, resolve_config
+from lpsctl.engine.train import Mode, TrainSummary, train
+from lpsctl.engine.validation import validate
+
+app = typer.Typer(help="Train the joint model (eps) or the instance-only SOLOv2 model (solo).", no_args_is_help=True)
+console = Console()
+
+OUT = typer.Option(..., "--out", "-o", help="Run folder for checkpoints and metrics, e.g. runs/eps.")
+RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Start again in an --out folder that holds a run.")
+VALIDATE = typer.Option(True, "--validate/--no-validate", help="Evaluate on the val split every solver.eval_period.")
+
+
+@app.command("eps")
+def eps(
+    out: Path = OUT,
+    config: Path | None = CONFIG,
+    overrides: list[str] | None = SET,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    run_validation: bool = VALIDATE,
+) -> None:
+    """Train EfficientPS with the SOLOv2 instance head (semantic + instance losses), validated by PQ."""
+    _run("eps", out, config, overrides, resume, overwrite, run_validation)
+
+
+@app.command("solo")
+def solo(
+    out: Path = OUT,
+    config: Path | None = CONFIG,
+    overrides: list[str] | None = SET,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    run_validation: bool = VALIDATE,
+) -> None:
+    """Train the instance-only SOLOv2 model (EfficientNet + 2-way FPN + SOLOv2), validated by mask AP."""
+    _run("solo", out, config, overrides, resume, overwrite, run_validation)
+
+
+def _run(
+    mode: Mode,
+    out: Path,
+    config_path: Path | None,
+    overrides: list[str] | None,
+    resume: bool,
+    overwrite: bool,
+    run_validation: bool,
+) -> None:
+    config = resolve_config(config_path, overrides)
+    columns = (
+        TextColumn(f"train {mode}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("train", total=config.solver.max_iters, status="")
+
+        def on_step(iteration: int, total: int, values: dict[str, float]) -> None:
+            terms = " ".join(f"{k.removeprefix('loss_')}={v:.3f}" for k, v in values.items() if k.startswith("loss"))
+            status = f"{terms} lr={values['lr']:.2e} {values['images_per_s']:.1f} img/s"
+            progress.update(task, completed=iteration, total=total, status=status)
+
+        summary = train(
+            config,
+            out,
+            mode=mode,
+            resume=resume,
+            overwrite=overwrite,
+            on_step=on_step,
+            validate=validate if run_validation else None,
+        )
+    _report(summary)
+
+
+def _report(summary: TrainSummary) -> None:
+    state = "[yellow]interrupted[/]" if summary.interrupted else "[green]done[/]"
+    console.print(f"{state} at iteration {summary.iterations}; checkpoint: {summary.last_checkpoint}")
+    if summary.best_checkpoint is not None:
+        console.print(f"best: {summary.best_checkpoint} (val {summary.best_metric:.2f})")
+    if summary.interrupted:
+        console.print(f"continue with the same command and --resume (run folder {summary.run_dir})")
+        raise typer.Exit(130)

@@ -1,0 +1,78 @@
+"""Checkpoints: atomic writes, `weights_only` loading (a stranger's file cannot run code), clear compatibility errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lpsctl.config import Config, from_dict
+from lpsctl.errors import CheckpointError, ConfigError
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"format_version": FORMAT_VERSION, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint with `torch.load(weights_only=True)`; a clear CheckpointError for every failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (train one with `lpsctl train eps|solo --out DIR`)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: not a valid lpsctl checkpoint ({first_line})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not an lpsctl checkpoint (no model weights and config inside)")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any], path: Path | str) -> Config:
+    """The resolved config stored inside a checkpoint."""
+    try:
+        return from_dict(state["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: stored config does not fit this lpsctl version ({error})") from None
+
+
+def load_model_state(model: nn.Module, state_dict: dict[str, Any], source: Path | str) -> None:
+    """Load weights strictly; a mismatch names the missing, unexpected and wrongly shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+        for key in set(own) & set(state_dict)
+        if tuple(own[key].shape) != tuple(state_dict[key].shape)
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" … ({len(keys)} in all)" if len(keys) > 5 else "")
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError(
+            f"{source} does not fit this model ({'; '.join(parts)}). It was trained with another config: "
+            "use the checkpoint's own config (omit --config/--set) or a matching checkpoint"
+        )
+    model.load_state_dict(state_dict)

@@ -1,0 +1,105 @@
+"""The run folder `runs/<name>/`: last.pt, best.pt, metrics.jsonl, config.yaml; never overwritten silently."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lpsctl.config import Config, dump, to_dict
+from lpsctl.engine.checkpoint import load_checkpoint
+from lpsctl.errors import CheckpointError, LpsctlError
+
+#: config sections that define the network: a checkpoint only resumes into the same ones
+MODEL_SECTIONS = ("model", "semantic", "solo")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.last, self.best, self.metrics, self.config) if p.exists()]
+
+    def log_metrics(self, values: dict[str, Any]) -> None:
+        """Append one JSON line (NaN/inf written as null, so every line is valid JSON)."""
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+        with self.metrics.open("a") as file:
+            file.write(json.dumps(clean) + "\n")
+
+    def write_config(self, config: Config) -> None:
+        write_text_atomic(self.config, dump(config))
+
+
+def check_resumable(run: RunDir, config: Config, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Prepare the run folder: the checkpoint to resume from, or a clean folder; refuses to overwrite silently."""
+    if resume and overwrite:
+        raise LpsctlError("--resume and --overwrite exclude each other: resume continues a run, overwrite restarts it")
+    if resume:
+        if not run.last.exists():
+            raise CheckpointError(f"nothing to resume: {run.last} does not exist (start the run without --resume)")
+        state = load_checkpoint(run.last)
+        mismatch = config_mismatch(state["config"], to_dict(config))
+        if mismatch:
+            raise CheckpointError(
+                f"{run.last} was trained with another model config ({'; '.join(mismatch[:6])}); "
+                "resume with the same --config/--set, or start a new run folder"
+            )
+        run.write_config(config)
+        return state
+    existing = run.outputs()
+    if existing and not overwrite:
+        raise LpsctlError(
+            f"run folder {run.path} already holds a run ({', '.join(p.name for p in existing)}): "
+            "pass --resume to continue it or --overwrite to start again"
+        )
+    for path in existing:
+        path.unlink()
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(config)
+    return None
+
+
+def config_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'section.key: stored → current' for every differing key of the network-defining sections."""
+    differences = []
+    for section in MODEL_SECTIONS:
+        old, new = stored.get(section, {}), current.get(section, {})
+        for key in sorted(set(old) | set(new)):
+            if key in {"pretrained", "backbone_weights", "norm"}:
+                continue  # where initial weights came from, or which norm implementation runs, does not change shapes
+            if old.get(key) != new.get(key):
+                differences.append(f"{section}.{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} now")
+    return differences
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,45 @@
+"""Optimiser and learning-rate schedule (SPEC §3.7): SGD/AdamW, linear warm-up, then step or poly decay."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lpsctl.config import SolverConfig
+
+
+def scaled_lr(cfg: SolverConfig, total_batch: int) -> float:
+    """The base lr for the real total batch (linear scaling rule, Goyal et al. 2017)."""
+    return cfg.lr * total_batch / cfg.lr_reference_batch if cfg.lr_reference_batch > 0 else cfg.lr
+
+
+def build_optimizer(model: nn.Module, cfg: SolverConfig, total_batch: int) -> torch.optim.Optimizer:
+    """Weight decay on conv/linear weights only (not on norm parameters and biases), as detectron2 and mmdet do."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = scaled_lr(cfg, total_batch)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def lr_factor(iteration: int, cfg: SolverConfig) -> float:
+    """Multiplier of the base lr at `iteration` (0-based): linear warm-up from `warmup_factor`, then the schedule."""
+    if cfg.schedule == "step":
+        factor = cfg.gamma ** sum(iteration >= step for step in cfg.steps)
+    else:
+        factor = (1.0 - min(iteration, cfg.max_iters) / max(cfg.max_iters, 1)) ** cfg.poly_power
+    if iteration < cfg.warmup_iters:
+        alpha = iteration / cfg.warmup_iters
+        factor *= cfg.warmup_factor * (1.0 - alpha) + alpha
+    return factor if math.isfinite(factor) else 0.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SolverConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: lr_factor(iteration, cfg))

@@ -1,0 +1,140 @@
+"""SOLOv2 instance head (SPEC §3.5; Wang et al., "SOLOv2: Dynamic and Fast Instance Segmentation", 2020).
+
+Category and kernel branches over five grid levels, a stride-4 mask-feature branch, and the dynamic 1×1 convolution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lpsctl.config import SoloConfig
+from lpsctl.errors import ConfigError
+from lpsctl.models.solov2_mask_branch import GROUP_NORM_GROUPS, MaskFeatureBranch, conv_norm_relu, coordinate_channels
+
+_DEFAULTS = SoloConfig()
+NUM_LEVELS = 5  # grid levels built from the 4 FPN maps (see SOLOv2Head.level_inputs)
+CATEGORY_PRIOR = 0.01  # initial foreground probability of every cell: bias −log((1 − p) / p) = −log(99)
+INIT_STD = 0.01  # N(0, 0.01) conv weights, as in the SOLOv2 code
+
+
+@dataclass
+class SoloOutputs:
+    """Raw head outputs. category_per_level: Tensor[B, C, S_i, S_i] logits (pre-sigmoid); kernel_per_level:
+    Tensor[B, D, S_i, S_i] dynamic kernels; mask_features: Tensor[B, E, H/4, W/4] with E = D."""
+
+    category_per_level: list[Tensor]
+    kernel_per_level: list[Tensor]
+    mask_features: Tensor
+
+
+def dynamic_mask_logits(kernels: Tensor, mask_features: Tensor) -> Tensor:
+    """Dynamic 1×1 convolution of one image's mask features with each kernel.
+
+    kernels: Tensor[P, D]; mask_features: Tensor[D, h, w] → mask logits Tensor[P, h, w].
+    """
+    return torch.einsum("pd,dhw->phw", kernels, mask_features)
+
+
+class SOLOv2Head(nn.Module):
+    """Kernel, category and mask-feature branches; towers shared across the five grid levels.
+
+    forward(features: [P4, P8, P16, P32], each Tensor[B, in_channels, H/s, W/s]) -> SoloOutputs.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 256,
+        num_classes: int = _DEFAULTS.num_classes,
+        *,
+        grids: tuple[int, ...] = _DEFAULTS.grids,
+        stacked_convs: int = _DEFAULTS.stacked_convs,
+        head_channels: int = _DEFAULTS.head_channels,
+        kernel_dim: int = _DEFAULTS.kernel_dim,
+        mask_feature_channels: int = _DEFAULTS.mask_feature_channels,
+    ) -> None:
+        super().__init__()
+        if len(grids) != NUM_LEVELS:
+            raise ValueError(f"SOLOv2 needs {NUM_LEVELS} grid sizes (one per level), got {len(grids)}: {grids}")
+        self.num_classes = num_classes
+        self.grids = tuple(grids)
+        self.kernel_tower = nn.Sequential(
+            *[conv_norm_relu(in_channels + 2 if i == 0 else head_channels, head_channels) for i in range(stacked_convs)]
+        )
+        self.category_tower = nn.Sequential(
+            *[conv_norm_relu(in_channels if i == 0 else head_channels, head_channels) for i in range(stacked_convs)]
+        )
+        tower_out = head_channels if stacked_convs > 0 else in_channels
+        self.kernel_predictor = nn.Conv2d(tower_out + (2 if stacked_convs == 0 else 0), kernel_dim, 3, padding=1)
+        self.category_predictor = nn.Conv2d(tower_out, num_classes, 3, padding=1)
+        self.mask_branch = MaskFeatureBranch(in_channels, mask_feature_channels, kernel_dim)
+        self._init_weights()
+
+    @classmethod
+    def from_config(cls, cfg: SoloConfig, in_channels: int) -> SOLOv2Head:
+        check_solo_config(cfg)
+        return cls(
+            in_channels,
+            cfg.num_classes,
+            grids=cfg.grids,
+            stacked_convs=cfg.stacked_convs,
+            head_channels=cfg.head_channels,
+            kernel_dim=cfg.kernel_dim,
+            mask_feature_channels=cfg.mask_feature_channels,
+        )
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=INIT_STD)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.category_predictor.bias, -math.log((1 - CATEGORY_PRIOR) / CATEGORY_PRIOR))
+
+    @staticmethod
+    def level_inputs(features: list[Tensor]) -> list[Tensor]:
+        """Five grid-level inputs from [P4, P8, P16, P32], as the SOLOv2 code does with a 5-level FPN: level 0 = P4
+        resized to P8's size, levels 1-3 = P8, P16, P32, level 4 = P32 subsampled to stride 64 (max-pool, kernel 1,
+        stride 2: mmdetection's extra FPN level) then resized back to P32's size. Their nominal strides for the
+        area filter at inference are therefore (8, 8, 16, 32, 32)."""
+        p4, p8, p16, p32 = features
+        p64 = F.max_pool2d(p32, kernel_size=1, stride=2)
+        return [
+            F.interpolate(p4, size=p8.shape[-2:], mode="bilinear", align_corners=False),
+            p8,
+            p16,
+            p32,
+            F.interpolate(p64, size=p32.shape[-2:], mode="bilinear", align_corners=False),
+        ]
+
+    def forward(self, features: list[Tensor]) -> SoloOutputs:
+        if len(features) != 4:
+            raise ValueError(f"SOLOv2Head expects the 4 FPN maps [P4, P8, P16, P32], got {len(features)}")
+        category_per_level, kernel_per_level = [], []
+        for level_feature, grid in zip(self.level_inputs(features), self.grids, strict=True):
+            # the grid is the image split S×S, so the level map is resampled to S×S whatever its aspect ratio
+            category_feature = F.interpolate(level_feature, size=(grid, grid), mode="bilinear", align_corners=False)
+            coords = coordinate_channels(category_feature.shape[0], grid, grid, like=category_feature)
+            kernel_feature = torch.cat([category_feature, coords], dim=1)
+            kernel_per_level.append(self.kernel_predictor(self.kernel_tower(kernel_feature)))
+            category_per_level.append(self.category_predictor(self.category_tower(category_feature)))
+        return SoloOutputs(category_per_level, kernel_per_level, self.mask_branch(features))
+
+
+def check_solo_config(cfg: SoloConfig) -> None:
+    """Raise ConfigError for SOLOv2 settings the head cannot be built with."""
+    if len(cfg.grids) != NUM_LEVELS or len(cfg.scale_ranges) != NUM_LEVELS:
+        raise ConfigError(
+            f"solo.grids and solo.scale_ranges need {NUM_LEVELS} entries each (one per level), "
+            f"got {len(cfg.grids)} and {len(cfg.scale_ranges)}"
+        )
+    for name in ("head_channels", "kernel_dim", "mask_feature_channels"):
+        value = getattr(cfg, name)
+        if value % GROUP_NORM_GROUPS:
+            raise ConfigError(f"solo.{name} = {value} must be a multiple of {GROUP_NORM_GROUPS} (GroupNorm groups)")
+    if cfg.num_classes < 1:
+        raise ConfigError(f"solo.num_classes must be at least 1, got {cfg.num_classes}")
