@@ -6,6 +6,7 @@ running statistics, taps at strides 4, 8, 16 and 32 (the conv head).
 from __future__ import annotations
 
 import logging
+import pickle
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +23,11 @@ logger = logging.getLogger(__name__)
 
 LEAKY_SLOPE = 0.01
 TAP_STRIDES = (4, 8, 16, 32)
+# what torch.load(weights_only=True) raises for files that are not tensor checkpoints
+UNREADABLE_FILE_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError)
 
 
-def build_efficientnet(
-    name: str, *, pretrained: bool = False, weights_path: str | Path | None = None
-) -> EfficientNet:
+def build_efficientnet(name: str, *, pretrained: bool = False, weights_path: str | Path | None = None) -> EfficientNet:
     """The original `efficientnet_pytorch` network, with ImageNet weights from `weights_path` or the internet.
 
     `image_size=None` selects TensorFlow-style "same" padding computed per input size, so any input size works.
@@ -55,19 +56,24 @@ def load_local_weights(network: EfficientNet, path: Path, name: str) -> None:
         raise CheckpointError(f"backbone weights file not found: {path}; fix model.backbone_weights")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several unpickling error types for non-checkpoint files
-        raise CheckpointError(f"cannot read backbone weights {path}: {error}") from error
+    except UNREADABLE_FILE_ERRORS as error:
+        raise CheckpointError(
+            f"cannot read backbone weights {path}: not a PyTorch weights file ({type(error).__name__}); "
+            "expected an efficientnet_pytorch .pth state dict"
+        ) from error
     if not isinstance(state_dict, dict) or not all(isinstance(value, Tensor) for value in state_dict.values()):
         raise CheckpointError(f"backbone weights {path} are not a state dict of tensors (efficientnet_pytorch format)")
     state_dict = {key: value for key, value in state_dict.items() if not key.startswith("_fc.")}
+    # num_batches_tracked is optional: older files lack it and it does not change the network's function
     expected = {key for key in network.state_dict() if not key.startswith("_fc.")}
-    missing = sorted(expected - state_dict.keys())
+    missing = sorted(key for key in expected - state_dict.keys() if not key.endswith("num_batches_tracked"))
     unexpected = sorted(state_dict.keys() - expected)
     if missing or unexpected:
+        found = {"missing": missing, "unexpected": unexpected}
+        problems = [f"{len(keys)} {kind} keys (e.g. {keys[:3]})" for kind, keys in found.items() if keys]
         raise CheckpointError(
-            f"backbone weights {path} do not match {name}: {len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); expected an efficientnet_pytorch "
-            f"state dict of {name}"
+            f"backbone weights {path} do not match {name}: {', '.join(problems)}; "
+            f"expected an efficientnet_pytorch state dict of {name}"
         )
     try:
         network.load_state_dict(state_dict, strict=False)
@@ -79,8 +85,9 @@ def load_local_weights(network: EfficientNet, path: Path, name: str) -> None:
 
 def activated_norm_from(bn: nn.BatchNorm2d, norm_layer: Callable[..., nn.Module], activation: str) -> nn.Module:
     """A norm from `norm_layer` with `bn`'s eps, momentum, weights and running statistics."""
-    norm = norm_layer(bn.num_features, eps=bn.eps, momentum=bn.momentum, activation=activation,
-                      activation_param=LEAKY_SLOPE)  # fmt: skip
+    norm = norm_layer(
+        bn.num_features, eps=bn.eps, momentum=bn.momentum, activation=activation, activation_param=LEAKY_SLOPE
+    )
     with torch.no_grad():
         norm.load_state_dict(bn.state_dict())
     return norm.to(bn.weight.device)
@@ -131,7 +138,7 @@ class EfficientNetBackbone(nn.Module):
         # the classifier (_avg_pooling, _dropout, _fc) is left behind with `network`
 
         self.tap_indices, tap_channels = self._find_taps()
-        self.out_channels: tuple[int, ...] = (*tap_channels, self.head_norm.num_features)
+        self.out_channels: tuple[int, ...] = (*tap_channels, int(network._bn1.num_features))
 
     def _find_taps(self) -> tuple[list[int], list[int]]:
         """Indices and channels of the last block at strides 4, 8 and 16, read from the blocks' arguments."""
