@@ -33,7 +33,7 @@ def synth(
             root, counts={"train": train, "val": val}, height=height, width=width, seed=seed,
             workers=workers, overwrite=overwrite, progress=update,
         )
-    console.print(f"[green]wrote[/] {report}")
+    console.print(f"[green]dataset:[/] {report}")
     console.print(f"next: lpsctl data prepare --root {root}")
 
 

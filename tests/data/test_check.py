@@ -1,0 +1,95 @@
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lpsctl.data.check import check
+from lpsctl.data.cityscapes import coco_json, list_images, panoptic_json
+
+
+@pytest.fixture
+def prepared_copy(prepared_root: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "cityscapes"
+    shutil.copytree(prepared_root, root)
+    return root
+
+
+def one_problem(root: Path, **kwargs) -> str:
+    problems = check(root, **kwargs)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_prepared_dataset_has_no_problems(prepared_root: Path):
+    assert check(prepared_root) == []
+    assert check(prepared_root, splits=["val"]) == []
+
+
+def test_raw_dataset_needs_prepare(synthetic_root: Path):
+    problems = check(synthetic_root, splits=["val"])
+    fix = f"run `lpsctl data prepare --root {synthetic_root}`"
+    count = len(list_images(synthetic_root, "val"))
+    assert problems == [
+        f"labelTrainIds.png missing for {count} of {count} images of split val "
+        f"(first: {list_images(synthetic_root, 'val')[0].gt('labelTrainIds.png')}): {fix}",
+        f"panoptic JSON missing for split val: {fix}",
+        f"COCO instance JSON missing for split val: {fix}",
+    ]
+
+
+def test_missing_root_split_and_images(tmp_path: Path, prepared_copy: Path):
+    assert "lpsctl data synth --root" in one_problem(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    assert "no split folders" in one_problem(tmp_path / "empty")
+    problem = one_problem(prepared_copy, splits=["test"])
+    assert "split 'test' not found" in problem and "lpsctl data synth" in problem
+    (prepared_copy / "leftImg8bit" / "test" / "berlin").mkdir(parents=True)
+    assert "split 'test' has no images" in one_problem(prepared_copy)
+
+
+def test_missing_raw_labels_point_to_synth_or_download(prepared_copy: Path):
+    paths = list_images(prepared_copy, "val")[2]
+    paths.gt("polygons.json").unlink()
+    paths.gt("labelIds.png").unlink()
+    problems = check(prepared_copy)
+    assert len(problems) == 2
+    for problem, kind in zip(problems, ("polygons.json", "labelIds.png"), strict=True):
+        assert problem.startswith(f"{kind} missing for 1 of ") and str(paths.gt(kind)) in problem
+        assert problem.endswith("run `lpsctl data synth` or re-download gtFine")
+
+
+def test_missing_or_stale_prepared_files_point_to_prepare(prepared_copy: Path):
+    fix = f"run `lpsctl data prepare --root {prepared_copy}`"
+    paths = list_images(prepared_copy, "val")[0]
+    paths.panoptic_png.unlink()
+    problem = one_problem(prepared_copy)
+    assert "panoptic.png missing for 1 of" in problem and str(paths.panoptic_png) in problem and problem.endswith(fix)
+    shutil.copy(list_images(prepared_copy, "val")[1].panoptic_png, paths.panoptic_png)
+    os.utime(paths.gt("instanceIds.png"))  # now: newer than both JSONs
+    problems = check(prepared_copy)
+    assert [p.split(" ")[0] for p in problems] == ["panoptic", "COCO"]
+    assert all("older than the instanceIds PNGs" in p and p.endswith(fix) for p in problems)
+
+
+def test_json_that_lacks_an_image_or_does_not_parse(prepared_copy: Path):
+    fix = f"run `lpsctl data prepare --root {prepared_copy}`"
+    document = json.loads(coco_json(prepared_copy, "train").read_text())
+    dropped = document["images"].pop()
+    coco_json(prepared_copy, "train").write_text(json.dumps(document))
+    problem = one_problem(prepared_copy)
+    assert f"lacks 1 image(s) of split train (first: {dropped['cs_image_id']})" in problem and problem.endswith(fix)
+    panoptic_json(prepared_copy, "val").write_text("{")
+    problems = check(prepared_copy)
+    assert any(p.startswith(f"panoptic JSON {panoptic_json(prepared_copy, 'val')} is unreadable") for p in problems)
+
+
+def test_size_mismatch_is_found_from_headers(prepared_copy: Path):
+    paths = list_images(prepared_copy, "val")[0]
+    Image.fromarray(np.zeros((8, 16), np.uint8)).save(paths.gt("labelTrainIds.png"))
+    problem = one_problem(prepared_copy)
+    assert problem.startswith(f"{paths.gt('labelTrainIds.png')}: size 8×16 differs from its image")
+    assert problem.endswith(f"run `lpsctl data prepare --root {prepared_copy} --overwrite`")
