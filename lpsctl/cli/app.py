@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 
 from lpsctl import __version__
-from lpsctl.cli import config_cmd, data
+from lpsctl.cli import config_cmd, data, train
+from lpsctl.cli.evaluate import eval_command
+from lpsctl.cli.predict import export_masks_command, fuse_command
+from lpsctl.cli.visualize_cmd import visualize_command
 from lpsctl.errors import LpsctlError
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise checks for updates online
@@ -24,6 +27,11 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(train.app, name="train")
+app.command("export-masks")(export_masks_command)
+app.command("fuse")(fuse_command)
+app.command("eval")(eval_command)
+app.command("visualize")(visualize_command)
 
 err_console = Console(stderr=True)
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lpsctl.atomic import atomic_path
 from lpsctl.config import Config, from_dict
 from lpsctl.errors import CheckpointError, ConfigError
 
@@ -18,18 +17,9 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically (temp file in the same folder, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"format_version": FORMAT_VERSION, **state}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write `state` to `path` atomically (temp file in the same folder, then rename)."""
+    with atomic_path(path) as temp:
+        torch.save({"format_version": FORMAT_VERSION, **state}, temp)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lpsctl.atomic import write_text_atomic
 from lpsctl.config import Config, dump, to_dict
 from lpsctl.engine.checkpoint import load_checkpoint
 from lpsctl.errors import CheckpointError, LpsctlError
@@ -91,15 +90,3 @@ def config_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> list[str
             if old.get(key) != new.get(key):
                 differences.append(f"{section}.{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} now")
     return differences
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

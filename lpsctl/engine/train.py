@@ -21,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from lpsctl.config import Config, to_dict
-from lpsctl.data.dataset import CityscapesPanoptic
-from lpsctl.data.transforms import build_train_transform, collate_batch
+from lpsctl.data.dataset import CityscapesPanoptic, collate_batch
+from lpsctl.data.transforms import build_train_transform
 from lpsctl.engine import distributed
 from lpsctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from lpsctl.engine.rundir import RunDir, check_resumable
@@ -116,9 +116,9 @@ def train(
                 outputs = network(images)
             losses = unwrap(network).loss(outputs, batch.semantic, batch.masks, batch.classes, batch.ignore)
             total = sum(losses.values())
-            if distributed.broadcast_flag(not math.isfinite(float(total)), info):
+            if distributed.broadcast_flag(not math.isfinite(float(total.detach())), info):
                 raise TrainingDiverged(
-                    f"loss became {float(total)} at iteration {iteration + 1} "
+                    f"loss became {float(total.detach())} at iteration {iteration + 1} "
                     f"({', '.join(f'{k}={float(v):.4g}' for k, v in losses.items())}); the last good checkpoint is "
                     f"{run.last if run.last.exists() else 'not written yet'}. Lower solver.lr or use solver.amp=off"
                 )
@@ -131,7 +131,8 @@ def train(
             scaler.update()
             scheduler.step()
             iteration += 1
-            values = {k: float(v) for k, v in losses.items()} | {"loss": float(total), "lr": scheduler.get_last_lr()[0]}
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            values |= {"loss": float(total.detach()), "lr": scheduler.get_last_lr()[0]}
             elapsed = time.perf_counter() - window_start
             values["images_per_s"] = config.data.batch_size * info.world_size / max(elapsed, 1e-9)
             window_start = time.perf_counter()

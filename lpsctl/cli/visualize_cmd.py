@@ -1,0 +1,54 @@
+"""`lpsctl visualize`: overlays of panoptic results — from a model run on images, or from existing predictions."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from lpsctl.cli.options import progress_bar
+from lpsctl.cli.predict import DEVICE, resolve_device
+from lpsctl.engine.visualize import overlay_predictions, render_prediction_folder
+from lpsctl.errors import LpsctlError
+
+console = Console()
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def visualize_command(
+    inputs: list[str] = typer.Argument(..., help="Images, folders or globs (run the model), or a prediction folder."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A `train eps` checkpoint to run on images."),
+    out: Path = typer.Option(Path("overlays"), "--out", "-o", help="Folder for the overlay PNGs."),
+    images: Path | None = typer.Option(None, "--images", help="With a prediction folder: where the input images are."),
+    side_by_side: bool = typer.Option(False, "--side-by-side", help="Put the input image left of the overlay."),
+    device: str | None = DEVICE,
+) -> None:
+    """Draw stuff in the Cityscapes palette and every instance in its own colour with contour, label and legend."""
+    if len(inputs) == 1 and (Path(inputs[0]) / "panoptic.json").is_file():
+        written = render_prediction_folder(Path(inputs[0]), out, images=images, side_by_side=side_by_side)
+    else:
+        paths = expand_images(inputs)
+        if checkpoint is None:
+            raise LpsctlError("images need a model: pass --checkpoint (or give a prediction folder from `lpsctl fuse`)")
+        with progress_bar() as update:
+            written = overlay_predictions(paths, checkpoint, out, resolve_device(device), side_by_side, update)
+    console.print(f"[green]wrote[/] {len(written)} overlay(s) to {out}")
+
+
+def expand_images(inputs: list[str]) -> list[Path]:
+    """Files, folders (their images) and glob patterns → image paths; clear errors for what matches nothing."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise LpsctlError(f"no images found for '{item}' (give PNG/JPG files, folders or a glob)")
+        paths += found
+    return paths

@@ -1,0 +1,96 @@
+"""`fuse`: semantic logits + SOLOv2 instances (live, or exported masks keyed by image id) → Cityscapes panoptic files."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from lpsctl.config import FusionConfig
+from lpsctl.errors import DataError, LpsctlError
+from lpsctl.models import Prediction
+from lpsctl.postprocess.fusion import panoptic_fusion
+from lpsctl.postprocess.panoptic_io import (
+    PANOPTIC_FOLDER,
+    PANOPTIC_JSON,
+    SEMANTIC_FOLDER,
+    write_panoptic,
+    write_panoptic_json,
+    write_semantic_png,
+)
+from lpsctl.structures import Instances
+
+
+def prepare_output(out_dir: Path, *, overwrite: bool) -> None:
+    """Refuse to mix with an earlier result unless `overwrite`; then start from an empty prediction folder."""
+    existing = [out_dir / name for name in (PANOPTIC_JSON, PANOPTIC_FOLDER, SEMANTIC_FOLDER) if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise LpsctlError(f"{out_dir} already holds a prediction ({existing[0].name}): pass --overwrite or another --out")
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def fuse_predictions(
+    predictions: Iterable[Prediction],
+    out_dir: Path,
+    fusion: FusionConfig,
+    *,
+    masks: dict[str, Instances] | None = None,
+) -> Path:
+    """Fuse each prediction and write `panoptic/*.png`, `semantic/*.png` and, last, `panoptic.json` (its presence
+    marks a complete result). `masks`: exported instances by image id, used instead of the model's own."""
+    annotations = []
+    for prediction in predictions:
+        if prediction.semantic_logits is None:
+            raise LpsctlError("fusion needs semantic logits: use a `train eps` checkpoint")
+        instances = _instances_for(prediction, masks)
+        device = prediction.semantic_logits.device
+        instances = Instances(
+            masks=instances.masks.to(device),
+            scores=instances.scores.to(device),
+            classes=instances.classes.to(device),
+            mask_logits=None if instances.mask_logits is None else instances.mask_logits.to(device),
+        )
+        panoptic = panoptic_fusion(
+            prediction.semantic_logits,
+            instances,
+            score_threshold=fusion.score_threshold,
+            overlap_threshold=fusion.overlap_threshold,
+            stuff_area=fusion.stuff_area,
+            reference_area=fusion.reference_area,
+            logit_scale=fusion.logit_scale,
+        )
+        annotations.append(write_panoptic(out_dir, prediction.image_id, panoptic))
+        semantic = prediction.semantic_logits.argmax(0).to("cpu", dtype=torch.uint8).numpy()
+        write_semantic_png(out_dir, prediction.image_id, semantic)
+    return write_panoptic_json(out_dir, annotations)
+
+
+def _instances_for(prediction: Prediction, masks: dict[str, Instances] | None) -> Instances:
+    if masks is None:
+        if prediction.instances is None:
+            raise LpsctlError("the model has no SOLOv2 head: pass exported masks with --masks")
+        return prediction.instances
+    if prediction.image_id in masks:
+        return masks[prediction.image_id]
+    # a COCO results file lists instances only: an image without entries had no detections
+    assert prediction.semantic_logits is not None
+    height, width = prediction.semantic_logits.shape[-2:]
+    return Instances(
+        masks=torch.zeros(0, height, width, dtype=torch.bool),
+        scores=torch.zeros(0),
+        classes=torch.zeros(0, dtype=torch.int64),
+    )
+
+
+def check_masks_cover(masks: dict[str, Instances], image_ids: list[str], source: Path) -> None:
+    """A masks file that shares no image id with the split is the wrong file (pairing is by id, never by order)."""
+    if masks and not set(masks) & set(image_ids):
+        example = next(iter(masks))
+        raise DataError(
+            f"{source} has no masks for any image of this split (it has e.g. {example}, the split e.g. {image_ids[0]}): "
+            "export masks for this split with `lpsctl export-masks --split …`"
+        )

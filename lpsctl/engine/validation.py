@@ -1,0 +1,43 @@
+"""Validation during training, reusing the commands' own code: fused PQ (eps) or mask AP (solo) on the val split."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lpsctl.config import Config
+from lpsctl.data.cityscapes import coco_json, panoptic_folder, panoptic_json
+from lpsctl.engine.export import coco_image_ids, export_masks
+from lpsctl.engine.fuse import fuse_predictions
+from lpsctl.engine.inference import predict, split_dataset
+from lpsctl.evaluation.coco import evaluate_masks
+from lpsctl.evaluation.pq import evaluate_panoptic
+from lpsctl.models import PanopticNet
+from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER
+
+
+def validate(model: PanopticNet, config: Config, device: torch.device, mode: str) -> dict[str, float]:
+    """Headline numbers in percent: pq/sq/rq (+ _things/_stuff) for eps, ap/ap50/ap75 for solo."""
+    root, split = Path(config.data.root), config.data.val_split
+    predictions = predict(model, split_dataset(config, root, split), config, device)
+    with tempfile.TemporaryDirectory(prefix="lpsctl-val-") as folder:
+        if mode == "eps":
+            pred_json = fuse_predictions(predictions, Path(folder), config.fusion)
+            result = evaluate_panoptic(
+                panoptic_json(root, split), panoptic_folder(root, split), pred_json, Path(folder) / PANOPTIC_FOLDER
+            )
+            return panoptic_summary(result)
+        masks_path = Path(folder) / "masks.json"
+        export_masks(predictions, masks_path, coco_image_ids(coco_json(root, split)))
+        result = evaluate_masks(coco_json(root, split), masks_path)
+        return {key.lower(): 100 * result[key] for key in ("AP", "AP50", "AP75")}
+
+
+def panoptic_summary(result: dict) -> dict[str, float]:
+    """pq, sq, rq (All) and pq_things, pq_stuff in percent from `evaluate_panoptic`'s result."""
+    summary = {key: 100 * result["All"][key] for key in ("pq", "sq", "rq")}
+    summary["pq_things"] = 100 * result["Things"]["pq"]
+    summary["pq_stuff"] = 100 * result["Stuff"]["pq"]
+    return summary

@@ -1,0 +1,78 @@
+"""Overlays for `lpsctl visualize`: run a model on images and draw, or draw an existing prediction folder."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lpsctl.data.cityscapes import IMAGE_SUFFIX, read_png
+from lpsctl.data.dataset import ImageFolderDataset
+from lpsctl.data.transforms import build_eval_transform
+from lpsctl.engine.inference import load_model, predict
+from lpsctl.atomic import write_bytes_atomic
+from lpsctl.postprocess.fusion import panoptic_fusion
+from lpsctl.postprocess.panoptic_io import read_panoptic_json, read_panoptic_png
+from lpsctl.structures import ProgressCallback
+from lpsctl.visualize import color_panoptic, draw_overlay
+
+
+def overlay_predictions(
+    paths: Sequence[Path],
+    checkpoint: Path,
+    out: Path,
+    device: torch.device,
+    side_by_side: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[Path]:
+    """Run the joint model on each image, fuse, and write `out/{stem}_overlay.png` (same size as the input)."""
+    model, config = load_model(checkpoint, device, need="semantic")
+    dataset = ImageFolderDataset(paths, transform=build_eval_transform(config.data))
+    written = []
+    for path, prediction in zip(dataset.paths, predict(model, dataset, config, device, progress=progress), strict=True):
+        assert prediction.semantic_logits is not None and prediction.instances is not None
+        fusion = config.fusion
+        panoptic = panoptic_fusion(
+            prediction.semantic_logits,
+            prediction.instances,
+            score_threshold=fusion.score_threshold,
+            overlap_threshold=fusion.overlap_threshold,
+            stuff_area=fusion.stuff_area,
+            reference_area=fusion.reference_area,
+            logit_scale=fusion.logit_scale,
+        )
+        image = read_png(path, "RGB")
+        written.append(_write(out / f"{path.stem}_overlay.png", draw_overlay(image, panoptic.ids, side_by_side=side_by_side)))
+    return written
+
+
+def render_prediction_folder(
+    pred_dir: Path, out: Path, *, images: Path | None = None, side_by_side: bool = False
+) -> list[Path]:
+    """Draw every image of a prediction folder; on its input image when `images` (a folder searched recursively,
+    e.g. `data/cityscapes/leftImg8bit/val`) holds it, else the colours alone."""
+    content = read_panoptic_json(pred_dir / "panoptic.json")
+    index = {p.name[: -len(IMAGE_SUFFIX)]: p for p in images.rglob(f"*{IMAGE_SUFFIX}")} if images else {}
+    if images is not None:
+        index |= {p.stem: p for p in images.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}}
+    written = []
+    for annotation in content["annotations"]:
+        ids = read_panoptic_png(pred_dir / "panoptic" / annotation["file_name"])
+        image_id = annotation["image_id"]
+        if image_id in index:
+            picture = draw_overlay(read_png(index[image_id], "RGB"), ids, side_by_side=side_by_side)
+        else:
+            picture = draw_overlay(color_panoptic(ids)[0], ids, alpha=0.0)
+        written.append(_write(out / f"{image_id}_overlay.png", picture))
+    return written
+
+
+def _write(path: Path, picture: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
