@@ -1,0 +1,215 @@
+"""Fast panoptic quality (SPEC §5): cityscapesscripts' evalPanopticSemanticLabeling algorithm, same numbers.
+
+Per image one bincount over paired (GT segment, predicted segment) indices replaces the reference's two `np.unique`
+sorts; images run in a thread pool. `lpsctl.evaluation.reference` wraps the official code for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from lpsctl.errors import DataError
+from lpsctl.postprocess.panoptic_io import read_panoptic_json, read_panoptic_png
+
+logger = logging.getLogger(__name__)
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+#: ids below this are mapped through a lookup table, larger ones by binary search
+_TABLE_LIMIT = 1 << 20
+
+
+def evaluate_panoptic(
+    gt_json: str | Path,
+    gt_folder: str | Path,
+    pred_json: str | Path,
+    pred_folder: str | Path,
+    *,
+    workers: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """PQ/SQ/RQ of predictions against Cityscapes panoptic GT, equal to the reference `evaluatePanoptic`.
+
+    Images pair by `image_id`; every GT image needs a prediction (extra predictions are ignored). A predicted and a
+    GT segment of the same category match when IoU > 0.5, the union leaving out predicted pixels on GT void (id 0);
+    crowd GT is never matched; an unmatched prediction more than half on void or same-class crowd is not an FP.
+    Returns {"All" | "Things" | "Stuff": {"pq", "sq", "rq", "n"}, "per_class": {name: {"pq", "sq", "rq"}}} as
+    fractions, averaged over the categories with TP + FP + FN > 0 (n of them; 0.0 when n = 0, where the reference
+    divides by zero). `workers` threads read and count images; `progress(description, done, total)` is called after
+    every image.
+    """
+    gt, pred = read_panoptic_json(gt_json), read_panoptic_json(pred_json)
+    categories = {category["id"]: category for category in gt.get("categories", [])}
+    if not categories:
+        raise DataError(f"{gt_json}: no 'categories' (make the GT with cityscapesscripts createPanopticImgs)")
+    for folder in (Path(gt_folder), Path(pred_folder)):
+        if not folder.is_dir():
+            raise DataError(f"panoptic PNG folder not found: {folder}")
+    category_index = {category_id: position for position, category_id in enumerate(categories)}
+    tasks = [
+        (
+            Path(gt_folder) / gt_annotation["file_name"],
+            Path(pred_folder) / pred_annotation["file_name"],
+            gt_annotation["segments_info"],
+            pred_annotation["segments_info"],
+            gt_annotation["image_id"],
+            category_index,
+        )
+        for gt_annotation, pred_annotation in _pair_annotations(gt, pred, Path(pred_json))
+    ]
+    if not tasks:
+        raise DataError(f"{gt_json}: no annotations to evaluate")
+    statistics = np.zeros((3, len(categories)), dtype=np.int64)
+    iou_sums = np.zeros(len(categories), dtype=np.float64)
+    for done, (counts, iou) in enumerate(parallel_map(_image_statistics, tasks, workers), 1):
+        statistics += counts
+        iou_sums += iou
+        if progress is not None:
+            progress("PQ", done, len(tasks))
+    return _average(statistics, iou_sums, categories)
+
+
+def parallel_map(function: Callable[[Task], Result], tasks: Sequence[Task], workers: int) -> Iterator[Result]:
+    """Results of `function` over `tasks` in order, computed by `workers` threads (inline for workers ≤ 1).
+
+    Threads, not processes: PNG decoding and the numpy work release the GIL, and there is no process start-up, no
+    re-import of the caller's `__main__` and no fork of a process that holds CUDA or threads.
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(function, tasks)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+        yield from pool.map(function, tasks)
+
+
+def _pair_annotations(gt: dict, pred: dict, pred_json: Path) -> list[tuple[dict, dict]]:
+    try:
+        predictions = {annotation["image_id"]: annotation for annotation in pred["annotations"]}
+    except (KeyError, TypeError):
+        raise DataError(f"{pred_json}: every annotation needs an 'image_id'") from None
+    missing = [annotation["image_id"] for annotation in gt["annotations"] if annotation["image_id"] not in predictions]
+    if missing:
+        raise DataError(
+            f"{pred_json}: no prediction for {len(missing)} of {len(gt['annotations'])} GT images "
+            f"(first: {missing[0]}); predict the whole split"
+        )
+    for annotation in predictions.values():
+        if not {"file_name", "segments_info"} <= annotation.keys():
+            raise DataError(f"{pred_json}: annotation of {annotation['image_id']} lacks file_name or segments_info")
+    return [(annotation, predictions[annotation["image_id"]]) for annotation in gt["annotations"]]
+
+
+def _positions(keys: np.ndarray, ids: np.ndarray, missing: int, scale: int = 1) -> np.ndarray:
+    """int64 array shaped like `ids`: scale × the position of each id in the sorted int64 `keys`, scale × `missing`
+    for ids not in it (scaled positions let the GT and prediction indices add into one pair index)."""
+    top = int(ids.max()) if ids.size else 0
+    if top < _TABLE_LIMIT:
+        table = np.full(top + 1, missing * scale, dtype=np.int64)
+        inside = (keys >= 0) & (keys <= top)
+        table[keys[inside]] = np.flatnonzero(inside) * scale
+        return np.take(table, ids)  # take: faster than fancy indexing
+    position = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
+    return np.where(keys[position] == ids, position, missing) * scale
+
+
+def _image_statistics(task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """int64[3, K] (TP, FP, FN per category) and float64[K] (IoU sum of TPs) of one image."""
+    gt_path, pred_path, gt_list, pred_list, image_id, category_index = task
+    gt_image, pred_image = read_panoptic_png(gt_path), read_panoptic_png(pred_path)
+    if gt_image.shape != pred_image.shape:
+        raise DataError(f"{pred_path}: size {pred_image.shape} differs from the ground truth's {gt_image.shape}")
+    # dicts as in the reference: for a repeated id the last entry wins
+    gt_segments = {segment["id"]: segment for segment in gt_list}
+    pred_segments = {segment["id"]: segment for segment in pred_list}
+
+    # pair index = GT row × width + prediction column; the last row takes GT ids without a segment entry (neither
+    # void nor a segment), the last column prediction ids missing from the JSON (an error)
+    pred_keys = np.array(sorted(set(pred_segments) | {0}), dtype=np.int64)
+    gt_keys = np.array(sorted(set(gt_segments) | {0}), dtype=np.int64)
+    width = len(pred_keys) + 1
+    pairs = _positions(gt_keys, gt_image, len(gt_keys), scale=width)
+    pairs += _positions(pred_keys, pred_image, len(pred_keys))
+    counts = np.bincount(pairs.ravel(), minlength=(len(gt_keys) + 1) * width).reshape(len(gt_keys) + 1, width)
+    if counts[:, -1].any():
+        unknown = np.unique(pred_image[~np.isin(pred_image, pred_keys)])[:10].tolist()
+        raise DataError(f"{pred_path}: segment ids {unknown} are in the PNG but not in the JSON of image {image_id}")
+
+    pred_ids = np.array(list(pred_segments), dtype=np.int64)
+    pred_columns = np.searchsorted(pred_keys, pred_ids)
+    pred_area = counts[:, pred_columns].sum(0)
+    if (pred_area == 0).any():
+        absent = pred_ids[pred_area == 0][:10].tolist()
+        raise DataError(f"{pred_path}: segment ids {absent} are in the JSON but not in the PNG of image {image_id}")
+    pred_category = np.array([segment["category_id"] for segment in pred_segments.values()], dtype=np.int64)
+    unknown_categories = sorted({int(c) for c in pred_category} - set(category_index))
+    if unknown_categories:
+        raise DataError(f"{pred_path}: unknown category ids {unknown_categories} in image {image_id}")
+    gt_rows = np.searchsorted(gt_keys, np.array(list(gt_segments), dtype=np.int64))
+    gt_category = np.array([segment["category_id"] for segment in gt_segments.values()], dtype=np.int64)
+    gt_area = np.array([segment["area"] for segment in gt_segments.values()], dtype=np.int64)
+    gt_crowd = np.array([segment.get("iscrowd", 0) == 1 for segment in gt_segments.values()], dtype=bool)
+
+    intersection = counts[np.ix_(gt_rows, pred_columns)]
+    on_void = counts[np.searchsorted(gt_keys, 0), pred_columns]  # GT id 0 is void
+    union = pred_area[None, :] + gt_area[:, None] - intersection - on_void[None, :]
+    candidate = (intersection > 0) & ~gt_crowd[:, None] & (gt_category[:, None] == pred_category[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(candidate, intersection / union, 0.0)
+    matched = candidate & (iou > 0.5)
+
+    known = np.array([c in category_index for c in gt_category], dtype=bool)
+    gt_class = np.array([category_index.get(c, 0) for c in gt_category], dtype=np.int64)
+    pred_class = np.array([category_index[c] for c in pred_category], dtype=np.int64)
+    size = len(category_index)
+    matched_gt, matched_pred = np.nonzero(matched)
+    keep = known[matched_gt]
+    true_positives = np.bincount(gt_class[matched_gt[keep]], minlength=size)
+    iou_sum = np.bincount(gt_class[matched_gt[keep]], weights=iou[matched][keep], minlength=size)
+    false_negatives = np.bincount(gt_class[~matched.any(1) & ~gt_crowd & known], minlength=size)
+
+    # the crowd segment per category is the last one listed, as the reference's dict keeps it
+    crowd_row = {int(c): row for row, (c, crowd) in enumerate(zip(gt_category, gt_crowd, strict=True)) if crowd}
+    ignored_area = on_void + np.array(
+        [
+            intersection[crowd_row[c], column] if c in crowd_row else 0
+            for column, c in enumerate(pred_category.tolist())
+        ],
+        dtype=np.int64,
+    )
+    false = ~matched.any(0) & ~(ignored_area / pred_area > 0.5)
+    false_positives = np.bincount(pred_class[false], minlength=size)
+    return np.stack([true_positives, false_positives, false_negatives]), iou_sum
+
+
+def _average(statistics: np.ndarray, iou_sums: np.ndarray, categories: dict[int, dict]) -> dict[str, Any]:
+    """All/Things/Stuff averages over categories with TP + FP + FN > 0, per_class keyed by category name."""
+    per_class: dict[str, dict[str, float]] = {}
+    is_thing: dict[str, bool] = {}
+    counted: dict[str, bool] = {}
+    for position, category in enumerate(categories.values()):
+        tp, fp, fn = (int(value) for value in statistics[:, position])
+        iou, name = float(iou_sums[position]), category["name"]
+        is_thing[name], counted[name] = category["isthing"] == 1, tp + fp + fn > 0
+        if not counted[name]:
+            per_class[name] = {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+            continue
+        denominator = tp + 0.5 * fp + 0.5 * fn
+        per_class[name] = {"pq": iou / denominator, "sq": iou / tp if tp else 0.0, "rq": tp / denominator}
+    results: dict[str, Any] = {}
+    for group, selected in (("All", None), ("Things", True), ("Stuff", False)):
+        names = [n for n in per_class if counted[n] and (selected is None or is_thing[n] == selected)]
+        if not names:
+            logger.warning("PQ %s: no category has a TP, FP or FN; reporting 0", group)
+        results[group] = {
+            metric: sum(per_class[n][metric] for n in names) / len(names) if names else 0.0
+            for metric in ("pq", "sq", "rq")
+        }
+        results[group]["n"] = len(names)
+    results["per_class"] = per_class
+    return results

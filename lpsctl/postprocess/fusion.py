@@ -1,0 +1,339 @@
+"""EfficientPS panoptic fusion adapted to SOLOv2 mask logits (SPEC §3.6): semantic logits + instances → panoptic ids.
+
+Keyword names equal the `FusionConfig` fields, so `panoptic_fusion(logits, instances, **asdict(config.fusion))` works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lpsctl.data.cityscapes import IGNORE, STUFF_TRAIN_IDS, THING_TRAIN_IDS, TRAIN_TO_LABEL_ID
+from lpsctl.errors import DataError
+from lpsctl.structures import Instances, PanopticPrediction
+
+#: (x0, y0, x1, y1) pixel box, end-exclusive
+Box = tuple[int, int, int, int]
+
+
+def panoptic_fusion(
+    semantic_logits: Tensor,
+    instances: Instances,
+    *,
+    score_threshold: float = 0.5,
+    overlap_threshold: float = 0.5,
+    stuff_area: int = 2048,
+    reference_area: int = 1024 * 2048,
+    logit_scale: float = 4.0,
+    stuff_train_ids: Sequence[int] = STUFF_TRAIN_IDS,
+    thing_train_ids: Sequence[int] = THING_TRAIN_IDS,
+    train_to_label_id: Sequence[int] = TRAIN_TO_LABEL_ID,
+) -> PanopticPrediction:
+    """Fuse one image's semantic logits and instance predictions into a Cityscapes panoptic result.
+
+    semantic_logits: Tensor[C, H, W] float (C = 19 train ids). instances: masks Tensor[N, H, W] bool at the same size,
+    scores Tensor[N], classes Tensor[N] thing index (train id `thing_train_ids[c]`), mask_logits Tensor[N, h, w] (any
+    resolution, resized bilinearly to H×W) or None for binary masks (±logit_scale inside/outside).
+
+    Steps (SPEC §3.6, as in the official EfficientPS `simple_test_mask_`):
+    1-2. keep score ≥ score_threshold; walking in descending score, drop an instance when more than overlap_threshold
+         of its mask is already taken by survivors (survival only; empty masks are dropped).
+    3-4. FL = (σ(ML_A) + σ(ML_B)) ⊙ (ML_A + ML_B), ML_A = logit_scale × mask logits, ML_B = the semantic logit of the
+         instance's class inside its mask's bounding box and 0 outside.
+    5.   argmax over [stuff logits; FL_1..FL_n] (ties go to the earlier channel); a pixel won by FL_j belongs to j.
+    6.   every other pixel takes the class of the full C-class semantic argmax: a stuff class keeps it; a thing class
+         (a "thing pixel no instance won": the semantic head says thing, yet a stuff channel beat every FL) is void;
+         a stuff class whose area is below stuff_area · H·W / reference_area becomes void.
+    7.   ids: stuff = label id; thing = label id · 1000 + k, k counting from 0 per class in descending score over the
+         instances that won ≥ 1 pixel (as cityscapesscripts' json2instanceImg numbers GT instances); instances that
+         won no pixel are dropped.
+
+    Returns ids int32[H, W] (0 = void) and segments_info sorted by id (id, category_id = label id, area, bbox
+    [x, y, w, h], iscrowd 0). Runs on the logits' device; only the result is moved to the CPU.
+    """
+    _check_inputs(semantic_logits, instances, stuff_train_ids, thing_train_ids)
+    height, width = semantic_logits.shape[1:]
+    device = semantic_logits.device
+    logits = semantic_logits.float()
+    stuff_ids = torch.as_tensor(list(stuff_train_ids), device=device)
+    thing_ids = torch.as_tensor(list(thing_train_ids), device=device)
+    stuff_value, stuff_channel = logits.index_select(0, stuff_ids).max(0)
+    # the semantic argmax is a thing class: with stuff ids listed first, argmax's tie rule picks stuff on ties
+    semantic_thing = logits.index_select(0, thing_ids).amax(0) > stuff_value
+
+    survivors, boxes = _select_instances(instances, score_threshold, overlap_threshold)
+    # -1: a stuff channel won; j: survivor j won
+    winner = _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale)
+
+    # channel per pixel: 0..S-1 a stuff class, S + j survivor j, S + n void
+    num_stuff, num_survivors = len(stuff_train_ids), len(survivors)
+    void_channel = num_stuff + num_survivors
+    channel = torch.where(winner >= 0, winner + num_stuff, torch.where(semantic_thing, void_channel, stuff_channel))
+    areas = torch.bincount(channel.flatten(), minlength=void_channel + 1)
+
+    label_ids = torch.as_tensor(list(train_to_label_id), device=device)
+    segment_ids = torch.zeros(void_channel + 1, dtype=torch.long, device=device)
+    category_ids = torch.zeros(void_channel + 1, dtype=torch.long, device=device)
+    minimum_area = stuff_area * height * width / reference_area
+    segment_ids[:num_stuff] = torch.where(areas[:num_stuff] >= minimum_area, label_ids[stuff_ids], 0)
+    category_ids[:num_stuff] = label_ids[stuff_ids]
+    if num_survivors:
+        classes = instances.classes.to(device)[torch.as_tensor(survivors, device=device)]
+        thing_label = label_ids[thing_ids[classes]]
+        present = areas[num_stuff:void_channel] > 0
+        # k = number of present instances of the same class before this one (descending score)
+        earlier = torch.ones(num_survivors, num_survivors, dtype=torch.bool, device=device).tril(-1)
+        rank = ((thing_label[:, None] == thing_label[None, :]) & earlier & present[None, :]).sum(1)
+        segment_ids[num_stuff:void_channel] = torch.where(present, thing_label * 1000 + rank, 0)
+        category_ids[num_stuff:void_channel] = thing_label
+    return PanopticPrediction(
+        ids=segment_ids[channel].to(torch.int32).cpu().numpy(),
+        segments_info=_segments_info(channel, segment_ids, category_ids, areas),
+    )
+
+
+def semantic_from_panoptic(
+    prediction: PanopticPrediction, label_to_train_id: np.ndarray | Sequence[int] | None = None
+) -> np.ndarray:
+    """uint8[H, W] train ids of a panoptic result (255 on void), e.g. for mIoU of the fused output.
+
+    label_to_train_id: uint8[256] lookup (default: `lpsctl.data.cityscapes.label_id_to_train_id_lut()`).
+    """
+    if label_to_train_id is None:
+        from lpsctl.data.cityscapes import label_id_to_train_id_lut
+
+        label_to_train_id = label_id_to_train_id_lut()
+    lut = np.asarray(label_to_train_id, dtype=np.uint8)
+    if not prediction.segments_info:
+        return np.full(prediction.ids.shape, IGNORE, dtype=np.uint8)
+    segment_ids = np.array([s["id"] for s in prediction.segments_info], dtype=np.int64)
+    train_ids = np.array([lut[s["category_id"]] for s in prediction.segments_info], dtype=np.uint8)
+    order = np.argsort(segment_ids)
+    segment_ids, train_ids = segment_ids[order], train_ids[order]
+    position = np.clip(np.searchsorted(segment_ids, prediction.ids), 0, segment_ids.size - 1)
+    return np.where(segment_ids[position] == prediction.ids, train_ids[position], IGNORE).astype(np.uint8)
+
+
+def _check_inputs(
+    logits: Tensor, instances: Instances, stuff_train_ids: Sequence[int], thing_train_ids: Sequence[int]
+) -> None:
+    if logits.dim() != 3:
+        raise DataError(f"semantic logits must be [C, H, W], got shape {tuple(logits.shape)}")
+    if len(stuff_train_ids) + len(thing_train_ids) != logits.shape[0]:
+        raise DataError(
+            f"semantic logits have {logits.shape[0]} channels but the stuff and thing tables list "
+            f"{len(stuff_train_ids)} + {len(thing_train_ids)} classes"
+        )
+    if len(instances) == 0:
+        return
+    if tuple(instances.masks.shape[1:]) != tuple(logits.shape[1:]):
+        raise DataError(
+            f"instance masks are {tuple(instances.masks.shape[1:])} but the semantic logits are "
+            f"{tuple(logits.shape[1:])}: resize the masks to the image size before fusion"
+        )
+    if instances.mask_logits is not None and len(instances.mask_logits) != len(instances):
+        raise DataError(f"{len(instances.mask_logits)} mask logits for {len(instances)} instances")
+    classes = instances.classes
+    if int(classes.min()) < 0 or int(classes.max()) >= len(thing_train_ids):
+        raise DataError(f"instance classes must be thing indices 0-{len(thing_train_ids) - 1}, got {classes.tolist()}")
+
+
+def _select_instances(
+    instances: Instances, score_threshold: float, overlap_threshold: float
+) -> tuple[list[int], list[Box]]:
+    """Surviving instance indices in descending score and their mask boxes (steps 1-2), testing only inside boxes."""
+    if len(instances) == 0:
+        return [], []
+    masks, scores = instances.masks, instances.scores
+    passing = torch.nonzero(scores >= score_threshold).flatten()
+    candidates: list[int] = passing[torch.argsort(scores[passing], descending=True, stable=True)].tolist()
+    taken = torch.zeros(masks.shape[1:], dtype=torch.bool, device=masks.device)
+    survivors, boxes = [], []
+    for index, box in zip(candidates, _mask_boxes(masks, candidates), strict=True):
+        if box is None:  # empty mask: nothing to take, no box for ML_B
+            continue
+        x0, y0, x1, y1 = box
+        mask = masks[index, y0:y1, x0:x1].bool()
+        region = taken[y0:y1, x0:x1]
+        if int((mask & region).sum()) > overlap_threshold * int(mask.sum()):
+            continue
+        region |= mask
+        survivors.append(index)
+        boxes.append(box)
+    return survivors, boxes
+
+
+def _mask_boxes(masks: Tensor, indices: list[int]) -> list[Box | None]:
+    """Boxes of masks Tensor[N, H, W] at `indices` (None for an empty mask); rows for all masks in one pass."""
+    if (
+        masks.dtype == torch.bool
+        and masks.is_contiguous()
+        and masks.shape[2] % 8 == 0
+        and masks.storage_offset() % 8 == 0
+    ):
+        # eight mask pixels per int64 word: the row test reads 8× fewer elements
+        rows = masks.view(torch.uint8).view(torch.int64).ne(0).any(2)
+    else:
+        rows = masks.ne(0).any(2)
+    rows = rows[torch.as_tensor(indices, dtype=torch.long, device=masks.device)]
+    positions = torch.arange(rows.shape[1], device=rows.device)
+    tops = torch.where(rows, positions, rows.shape[1]).amin(1).tolist()
+    bottoms = (torch.where(rows, positions, -1).amax(1) + 1).tolist()
+    boxes: list[Box | None] = []
+    for index, y0, y1 in zip(indices, tops, bottoms, strict=True):
+        if y1 <= y0:
+            boxes.append(None)
+            continue
+        columns = torch.nonzero(masks[index, y0:y1].ne(0).any(0)).flatten()
+        boxes.append((int(columns[0]), y0, int(columns[-1]) + 1, y1))
+    return boxes
+
+
+def _expand(box: Box, height: int, width: int) -> Box:
+    """The box grown by a quarter of its larger side (at least 16 px) on every side, clipped to the image."""
+    x0, y0, x1, y1 = box
+    margin = max(16, (max(x1 - x0, y1 - y0) + 3) // 4)
+    return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
+
+
+def _source_index(output_size: int, input_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear resize weights along one axis, as `F.interpolate(mode="bilinear", align_corners=False)` computes
+    them: Tensor[output_size] lower index, upper index, weight of the upper one."""
+    scale = input_size / output_size
+    source = ((torch.arange(output_size, device=device, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    lower = source.long().clamp(max=input_size - 1)
+    upper = (lower + 1).clamp(max=input_size - 1)
+    return lower, upper, source - lower
+
+
+def _bilinear(low: Tensor, rows: tuple[Tensor, ...], columns: tuple[Tensor, ...], grid: bool) -> Tensor:
+    """Resize Tensor[h, w] at the given output rows × columns (grid) or (row, column) pairs (points)."""
+    r0, r1, rw = rows
+    c0, c1, cw = columns
+    if grid:
+        top, bottom, rw = low[r0], low[r1], rw[:, None]
+        top = top[:, c0] * (1 - cw) + top[:, c1] * cw
+        bottom = bottom[:, c0] * (1 - cw) + bottom[:, c1] * cw
+    else:
+        top = low[r0, c0] * (1 - cw) + low[r0, c1] * cw
+        bottom = low[r1, c0] * (1 - cw) + low[r1, c1] * cw
+    return top * (1 - rw) + bottom * rw
+
+
+def _outside_maximum(low: Tensor, rows: tuple[Tensor, ...], columns: tuple[Tensor, ...], box: Box) -> float:
+    """An upper bound of the resized Tensor[h, w] outside `box`: the largest low-resolution value that any outside
+    pixel interpolates from (a bilinear value never exceeds the values it mixes); −inf when the box is everything."""
+    x0, y0, x1, y1 = box
+    maxima = []
+    for axis, (lower, upper, _), start, stop in ((0, rows, y0, y1), (1, columns, x0, x1)):
+        used = torch.zeros(low.shape[axis], dtype=torch.bool, device=low.device)
+        used[lower[:start]] = True
+        used[upper[:start]] = True
+        used[lower[stop:]] = True
+        used[upper[stop:]] = True
+        maxima.append(torch.where(used[:, None] if axis == 0 else used[None, :], low, -torch.inf).amax())
+    return float(torch.stack(maxima).amax())
+
+
+def _fused_argmax(
+    stuff_value: Tensor,
+    logits: Tensor,
+    instances: Instances,
+    survivors: list[int],
+    boxes: list[Box],
+    thing_ids: Tensor,
+    logit_scale: float,
+) -> Tensor:
+    """Tensor[H, W] int64: −1 where the best stuff logit beats every FL, else the survivor whose FL is the largest
+    (steps 3-5). An exact argmax (ties to the earlier channel) computed region by region: outside the region around
+    its box an instance's FL = (σ(A) + ½)·A rises with A, so it can only win pixels whose stuff logit is below the
+    bound from its largest logit there; those few pixels are evaluated one by one."""
+    height, width = stuff_value.shape
+    device = stuff_value.device
+    winner = torch.full((height, width), -1, dtype=torch.long, device=device)
+    best = stuff_value.clone()
+    if not survivors:
+        return winner
+    classes = instances.classes.tolist()
+    if instances.mask_logits is None:
+        regions = boxes  # a binary mask is −logit_scale everywhere outside its box
+        bounds = [_rising_bound(-logit_scale)] * len(boxes)
+    else:
+        low_size = instances.mask_logits.shape[1:]
+        rows, columns = _source_index(height, low_size[0], device), _source_index(width, low_size[1], device)
+        # exact FL on the box plus a margin, where mask logits still rise towards the object
+        regions = [_expand(box, height, width) for box in boxes]
+        low_per_instance = [instances.mask_logits[index].to(device).float() for index in survivors]
+        bounds = [
+            _rising_bound(logit_scale * _outside_maximum(low, rows, columns, region))
+            for low, region in zip(low_per_instance, regions, strict=True)
+        ]
+    # the only pixels any instance could win outside its region, found once
+    low_ys, low_xs = torch.nonzero(stuff_value < max(bounds), as_tuple=True)
+    for number, (index, box, region) in enumerate(zip(survivors, boxes, regions, strict=True)):
+        (x0, y0, x1, y1), (rx0, ry0, rx1, ry1) = box, region
+        if instances.mask_logits is None:
+            ml_a = torch.where(instances.masks[index, y0:y1, x0:x1].to(device).bool(), logit_scale, -logit_scale)
+        else:
+            region_rows = tuple(t[ry0:ry1] for t in rows)
+            region_columns = tuple(t[rx0:rx1] for t in columns)
+            ml_a = logit_scale * _bilinear(low_per_instance[number], region_rows, region_columns, grid=True)
+        ml_b = torch.zeros_like(ml_a)
+        ml_b[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = logits[thing_ids[classes[index]], y0:y1, x0:x1]
+        fused = (ml_a.sigmoid() + ml_b.sigmoid()) * (ml_a + ml_b)
+        best_region, winner_region = best[ry0:ry1, rx0:rx1], winner[ry0:ry1, rx0:rx1]
+        better = fused > best_region
+        best_region.copy_(torch.where(better, fused, best_region))
+        winner_region.masked_fill_(better, number)
+
+        inside = (low_ys >= ry0) & (low_ys < ry1) & (low_xs >= rx0) & (low_xs < rx1)
+        pick = ~inside & (best[low_ys, low_xs] < bounds[number])
+        ys, xs = low_ys[pick], low_xs[pick]
+        if ys.numel() == 0:
+            continue
+        if instances.mask_logits is None:
+            ml_a = torch.full(ys.shape, -logit_scale, device=device)
+        else:
+            point_rows, point_columns = tuple(t[ys] for t in rows), tuple(t[xs] for t in columns)
+            ml_a = logit_scale * _bilinear(low_per_instance[number], point_rows, point_columns, grid=False)
+        fused = (ml_a.sigmoid() + 0.5) * ml_a
+        better = fused > best[ys, xs]
+        best[ys[better], xs[better]] = fused[better]
+        winner[ys[better], xs[better]] = number
+    return winner
+
+
+def _rising_bound(largest_logit: float) -> float:
+    """(σ(a) + ½)·a at the largest ML_A a, plus slack for float32 rounding of FL and of the resize; −inf if none."""
+    if not math.isfinite(largest_logit):
+        return -math.inf
+    exponential = math.exp(-abs(largest_logit))  # never overflows
+    sigmoid = 1 / (1 + exponential) if largest_logit >= 0 else exponential / (1 + exponential)
+    bound = (sigmoid + 0.5) * largest_logit
+    return bound + 1e-4 * (1 + abs(bound))
+
+
+def _segments_info(channel: Tensor, segment_ids: Tensor, category_ids: Tensor, areas: Tensor) -> list[dict]:
+    """segments_info sorted by id: area and bbox [x, y, w, h] of every non-void channel, from one scatter pass each."""
+    height, width = channel.shape
+    count, flat = segment_ids.shape[0], channel.flatten()
+    ys = torch.arange(height, device=channel.device).repeat_interleave(width)
+    xs = torch.arange(width, device=channel.device).repeat(height)
+
+    def reduce(values: Tensor, initial: int, how: str) -> Tensor:
+        start = torch.full((count,), initial, dtype=torch.long, device=channel.device)
+        return start.scatter_reduce(0, flat, values, reduce=how, include_self=True)
+
+    x0, x1 = reduce(xs, width, "amin"), reduce(xs, -1, "amax")
+    y0, y1 = reduce(ys, height, "amin"), reduce(ys, -1, "amax")
+    table = torch.stack([segment_ids, category_ids, areas, x0, y0, x1 - x0 + 1, y1 - y0 + 1], 1).cpu().tolist()
+    segments = [
+        {"id": sid, "category_id": category, "area": area, "bbox": [x, y, w, h], "iscrowd": 0}
+        for sid, category, area, x, y, w, h in table
+        if sid != 0 and area > 0
+    ]
+    return sorted(segments, key=lambda segment: segment["id"])
