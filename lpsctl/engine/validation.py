@@ -32,7 +32,7 @@ def validate(model: PanopticNet, config: Config, device: torch.device, mode: str
         masks_path = Path(folder) / "masks.json"
         export_masks(predictions, masks_path, coco_image_ids(coco_json(root, split)))
         result = evaluate_masks(coco_json(root, split), masks_path)
-        return {key.lower(): 100 * result[key] for key in ("AP", "AP50", "AP75")}
+        return {key.lower(): 100 * (result[key] or 0.0) for key in ("AP", "AP50", "AP75")}
 
 
 def panoptic_summary(result: dict) -> dict[str, float]:
