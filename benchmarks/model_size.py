@@ -30,10 +30,16 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
     model = build_model(config).eval()
-    print(f"model: {config.model.backbone}, norm {model.norm_name}, SOLOv2 {config.solo.stacked_convs}×"
-          f"{config.solo.head_channels}, D={config.solo.kernel_dim}")
-    rows = [("backbone", model.backbone), ("2-way FPN", model.fpn), ("semantic head", model.semantic_head),
-            ("SOLOv2 head", model.instance_head)]
+    print(
+        f"model: {config.model.backbone}, norm {model.norm_name}, SOLOv2 {config.solo.stacked_convs}×"
+        f"{config.solo.head_channels}, D={config.solo.kernel_dim}"
+    )
+    rows = [
+        ("backbone", model.backbone),
+        ("2-way FPN", model.fpn),
+        ("semantic head", model.semantic_head),
+        ("SOLOv2 head", model.instance_head),
+    ]
     for name, part in rows:
         print(f"  {name:<14} {millions(part):7.2f} M")
     print(f"  {'total':<14} {millions(model):7.2f} M   (EfficientPS with Mask R-CNN head, paper: {PAPER_MILLIONS} M)")
@@ -43,9 +49,11 @@ def main() -> None:
         outputs = model(images)
         seconds = time.perf_counter() - start
     assert outputs.semantic is not None and outputs.solo is not None
-    print(f"forward 1×3×{args.height}×{args.width} on CPU ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads): {seconds:.2f} s; semantic {tuple(outputs.semantic.shape)}, "
-          f"mask features {tuple(outputs.solo.mask_features.shape)}")
+    print(
+        f"forward 1×3×{args.height}×{args.width} on CPU ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads): {seconds:.2f} s; semantic {tuple(outputs.semantic.shape)}, "
+        f"mask features {tuple(outputs.solo.mask_features.shape)}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Defaults are the Cityscapes recipe of SPEC §3 (EfficientNet-B5, 1024×2048); `c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -230,27 +231,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return tuple(_coerce(item, args[0], f"{where}[{i}]") for i, item in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(item, arg, f"{where}[{i}]") for i, (item, arg) in enumerate(zip(value, args)))
-    if hint is type(None):
-        if value is None:
-            return None
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
+        return tuple(_coerce(item, arg, f"{where}[{i}]") for i, (item, arg) in enumerate(zip(value, args, strict=True)))
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    accepted = {
+        type(None): value is None,
+        bool: isinstance(value, bool),
+        int: number and isinstance(value, int),
+        float: number,
+        str: isinstance(value, str),
+    }
+    if accepted.get(hint, False):
+        return float(value) if hint is float else value
     raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
 
 

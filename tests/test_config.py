@@ -17,7 +17,9 @@ def test_defaults_follow_the_spec():
 def test_yaml_then_overrides(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  backbone: efficientnet-b0\nsolver:\n  lr: 0.01\n  steps: [10, 20]\n")
-    config = load_config(path, ["solver.lr=2e-3", "solo.scale_ranges=[[1, 64], [32, 128]]", "model.backbone_weights=w.pth"])
+    config = load_config(
+        path, ["solver.lr=2e-3", "solo.scale_ranges=[[1, 64], [32, 128]]", "model.backbone_weights=w.pth"]
+    )
     assert config.model.backbone == "efficientnet-b0"
     assert config.solver.lr == 0.002 and isinstance(config.solver.lr, float)
     assert config.solver.steps == (10, 20)

@@ -1,4 +1,5 @@
-"""Cityscapes facts (SPEC §2): label tables from cityscapesscripts, file layout, image ids, reading PNGs with clear errors."""
+"""Cityscapes facts (SPEC §2): label tables from cityscapesscripts, file layout, image ids, reading PNGs with clear
+errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from lpsctl.errors import DataError
 IGNORE = 255
 NUM_CLASSES = 19
 #: train ids 0-10 are stuff, 11-18 are things (person … bicycle)
-STUFF_TRAIN_IDS: tuple[int, ...] = tuple(lb.trainId for lb in CS_LABELS if 0 <= lb.trainId < 255 and not lb.hasInstances)
+STUFF_TRAIN_IDS: tuple[int, ...] = tuple(
+    lb.trainId for lb in CS_LABELS if 0 <= lb.trainId < 255 and not lb.hasInstances
+)
 THING_TRAIN_IDS: tuple[int, ...] = tuple(lb.trainId for lb in CS_LABELS if 0 <= lb.trainId < 255 and lb.hasInstances)
 #: thing class index (0-7, SOLOv2's categories) → Cityscapes label id (24-28, 31-33) and back
 THING_LABEL_IDS: tuple[int, ...] = tuple(lb.id for lb in CS_LABELS if 0 <= lb.trainId < 255 and lb.hasInstances)

@@ -148,7 +148,9 @@ def build_model(config: Config) -> PanopticNet:
             dpc_dilations=config.semantic.dpc_dilations,
             norm_layer=norm_layer,
         )
-    instance_head = SOLOv2Head.from_config(config.solo, model_config.fpn_channels) if model_config.instance_head else None
+    instance_head = (
+        SOLOv2Head.from_config(config.solo, model_config.fpn_channels) if model_config.instance_head else None
+    )
     return PanopticNet(
         backbone,
         fpn,

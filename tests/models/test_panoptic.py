@@ -15,7 +15,11 @@ def _square_targets(batch: int, height: int, width: int):
     masks[0, 40:90, 60:140] = True
     semantic = torch.randint(0, 19, (batch, height, width))
     empty = torch.zeros(0, height, width, dtype=torch.bool)
-    return semantic, [masks] + [empty] * (batch - 1), [torch.tensor([2])] + [torch.zeros(0, dtype=torch.long)] * (batch - 1)
+    return (
+        semantic,
+        [masks] + [empty] * (batch - 1),
+        [torch.tensor([2])] + [torch.zeros(0, dtype=torch.long)] * (batch - 1),
+    )
 
 
 def test_b0_shapes_and_losses():
