@@ -1,4 +1,4 @@
-"""`lpsctl data synth | prepare | check`: datasets in Cityscapes format."""
+"""`lpsctl data synth | prepare | check`: datasets in Cityscapes format (the data modules load inside the commands)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import typer
 from rich.console import Console
 
 from lpsctl.cli.options import ROOT, WORKERS, progress_bar
-from lpsctl.data import check as check_module
-from lpsctl.data import prepare as prepare_module
-from lpsctl.data import synthetic
 
 app = typer.Typer(help="Create, prepare and check datasets in Cityscapes format.", no_args_is_help=True)
 console = Console()
@@ -28,10 +25,18 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing synthetic dataset."),
 ) -> None:
     """Write a synthetic street-scene dataset in Cityscapes format (images, polygons and label PNGs)."""
+    from lpsctl.data import synthetic
+
     with progress_bar() as update:
         report = synthetic.synthesize(
-            root, counts={"train": train, "val": val}, height=height, width=width, seed=seed,
-            workers=workers, overwrite=overwrite, progress=update,
+            root,
+            counts={"train": train, "val": val},
+            height=height,
+            width=width,
+            seed=seed,
+            workers=workers,
+            overwrite=overwrite,
+            progress=update,
         )
     console.print(f"[green]dataset:[/] {report}")
     console.print(f"next: lpsctl data prepare --root {root}")
@@ -45,6 +50,8 @@ def prepare(
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that are already up to date."),
 ) -> None:
     """Create labelTrainIds PNGs, the panoptic JSON/PNGs and the COCO instance JSON with cityscapesscripts."""
+    from lpsctl.data import prepare as prepare_module
+
     with progress_bar() as update:
         report = prepare_module.prepare(root, splits=split, workers=workers, overwrite=overwrite, progress=update)
     console.print(f"[green]prepared[/] {report}")
@@ -56,6 +63,8 @@ def check(
     split: list[str] | None = typer.Option(None, "--split", help="Split(s) to check (default: all present)."),
 ) -> None:
     """Validate the layout and the prepared files; exit code 1 when there are problems."""
+    from lpsctl.data import check as check_module
+
     problems = check_module.check(root, splits=split)
     for problem in problems:
         console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)

@@ -11,14 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lpsctl.cli.options import ROOT, WORKERS, progress_bar
-from lpsctl.data.cityscapes import coco_json, panoptic_folder, panoptic_json
-from lpsctl.atomic import write_text_atomic
 from lpsctl.errors import LpsctlError
-from lpsctl.evaluation.coco import evaluate_masks
-from lpsctl.evaluation.pq import evaluate_panoptic
-from lpsctl.evaluation.reference import evaluate_panoptic_reference
-from lpsctl.evaluation.semantic import evaluate_semantic
-from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER, PANOPTIC_JSON, SEMANTIC_FOLDER
 
 console = Console()
 
@@ -32,6 +25,8 @@ def eval_command(
     workers: int = WORKERS,
 ) -> None:
     """Evaluate a prediction folder (PQ, mIoU) and/or exported masks (mask AP); writes DIR/metrics.json."""
+    from lpsctl.atomic import write_text_atomic
+
     if pred is None and masks is None:
         raise LpsctlError("nothing to evaluate: pass --pred DIR (from `lpsctl fuse`) and/or --masks FILE")
     metrics = run_evaluation(pred, masks, root, split, reference=reference, workers=workers)
@@ -49,10 +44,24 @@ def eval_command(
 def run_evaluation(
     pred: Path | None, masks: Path | None, root: Path, split: str, *, reference: bool, workers: int
 ) -> dict[str, Any]:
+    """{"All", "Things", "Stuff", "per_class"} (PQ; fractions), "miou" and "semantic" (when the folder has semantic
+    PNGs) for `pred`; "mask_ap" for `masks`."""
+    from lpsctl.data.cityscapes import coco_json, panoptic_folder, panoptic_json
+    from lpsctl.evaluation.coco import evaluate_masks
+    from lpsctl.evaluation.pq import evaluate_panoptic
+    from lpsctl.evaluation.reference import evaluate_panoptic_reference
+    from lpsctl.evaluation.semantic import evaluate_semantic
+    from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER, PANOPTIC_JSON, SEMANTIC_FOLDER
+
+    if not root.is_dir():
+        raise LpsctlError(f"dataset root not found: {root} (point --root at the dataset the prediction was made on)")
     metrics: dict[str, Any] = {}
     if pred is not None:
         if not (pred / PANOPTIC_JSON).is_file() or not (pred / PANOPTIC_FOLDER).is_dir():
-            raise LpsctlError(f"{pred} is not a prediction folder (needs {PANOPTIC_JSON} and {PANOPTIC_FOLDER}/): run `lpsctl fuse --out {pred}`")
+            raise LpsctlError(
+                f"{pred} is not a prediction folder (needs {PANOPTIC_JSON} and {PANOPTIC_FOLDER}/): "
+                f"run `lpsctl fuse --out {pred}`"
+            )
         gt_json, gt_folder = panoptic_json(root, split), panoptic_folder(root, split)
         if not gt_json.is_file():
             raise LpsctlError(f"ground truth {gt_json} missing: run `lpsctl data prepare --root {root}`")

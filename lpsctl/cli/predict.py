@@ -1,21 +1,21 @@
-"""`lpsctl export-masks` and `lpsctl fuse`: run a checkpoint over a split, write masks or panoptic files."""
+"""`lpsctl export-masks` and `lpsctl fuse`: run a checkpoint over a split, write masks or panoptic files.
+
+The engine (torch, albumentations) is imported inside the commands, so that `lpsctl --help` starts quickly.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 from rich.console import Console
 
 from lpsctl.cli.options import ROOT, SET, progress_bar
-from lpsctl.config import apply_override
-from lpsctl.data.cityscapes import coco_json
-from lpsctl.engine.export import coco_image_ids, export_masks, read_masks
-from lpsctl.engine.fuse import check_masks_cover, fuse_predictions, prepare_output
-from lpsctl.engine.inference import load_model, predict, split_dataset
 from lpsctl.errors import LpsctlError
+
+if TYPE_CHECKING:
+    import torch
 
 console = Console()
 CHECKPOINT = typer.Option(..., "--checkpoint", help="A checkpoint written by `lpsctl train` (last.pt or best.pt).")
@@ -25,11 +25,23 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing result.
 
 
 def resolve_device(name: str | None) -> torch.device:
+    """The torch device for `--device` (None: cuda when available); a clear error for a name torch does not know
+    or a CUDA device this machine lacks."""
+    import torch
+
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LpsctlError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LpsctlError(f"--device {name}: not a device name (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LpsctlError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LpsctlError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise LpsctlError(f"--device {name}: only cpu and cuda devices are supported")
     return device
 
 
@@ -42,13 +54,20 @@ def export_masks_command(
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Run the SOLOv2 head over a split; write its instances as COCO results (RLE, keyed by image id)."""
+    from lpsctl.data.cityscapes import coco_json
+    from lpsctl.engine.export import coco_image_ids, export_masks
+    from lpsctl.engine.inference import load_model, predict, split_dataset
+
+    if out.is_dir():
+        raise LpsctlError(f"--out {out} is a folder: give a file name such as {out / 'masks.json'}")
     if out.exists() and not overwrite:
         raise LpsctlError(f"{out} exists: pass --overwrite or another --out")
     target = resolve_device(device)
     model, config = load_model(checkpoint, target, need="instance")
     dataset = split_dataset(config, root, split)
+    coco_ids = coco_image_ids(coco_json(root, split))
     with progress_bar() as update:
-        count = export_masks(predict(model, dataset, config, target, progress=update), out, coco_image_ids(coco_json(root, split)))
+        count = export_masks(predict(model, dataset, config, target, progress=update), out, coco_ids)
     console.print(f"[green]wrote[/] {count} instances of {len(dataset)} images to {out}")
     console.print(f"mask AP: lpsctl eval --masks {out} --root {root} --split {split}")
 
@@ -64,6 +83,12 @@ def fuse_command(
     overwrite: bool = OVERWRITE,
 ) -> None:
     """EfficientPS panoptic fusion of semantic logits and SOLOv2 masks; writes Cityscapes panoptic PNGs + JSON."""
+    from lpsctl.config import apply_override
+    from lpsctl.engine.export import read_masks
+    from lpsctl.engine.fuse import check_masks_cover, check_output, fuse_predictions, prepare_output
+    from lpsctl.engine.inference import load_model, predict, split_dataset
+
+    check_output(out, overwrite=overwrite)  # before the slow part: refuse to overwrite at once
     target = resolve_device(device)
     model, config = load_model(checkpoint, target, need="semantic")
     for item in overrides or []:  # fusion thresholds may be tuned at fuse time; the network is the checkpoint's
@@ -71,14 +96,15 @@ def fuse_command(
             raise LpsctlError(f"--set {item}: fuse only takes fusion.* overrides (the model comes from the checkpoint)")
         config = apply_override(config, item)
     dataset = split_dataset(config, root, split)
-    exported = read_masks(masks) if masks is not None else None
-    if exported is not None and masks is not None:
+    exported = None
+    if masks is not None:
+        exported = read_masks(masks)
         check_masks_cover(exported, dataset.image_ids, masks)
-    if exported is None and model.instance_head is None:
+    elif model.instance_head is None:
         raise LpsctlError(f"{checkpoint} has no SOLOv2 head: pass --masks from `lpsctl export-masks`")
     prepare_output(out, overwrite=overwrite)
     with progress_bar() as update:
-        predictions = predict(model, dataset, replace(config), target, progress=update)
+        predictions = predict(model, dataset, config, target, progress=update)
         json_path = fuse_predictions(predictions, out, config.fusion, masks=exported)
     console.print(f"[green]wrote[/] {len(dataset)} panoptic images to {out} ({json_path.name})")
     console.print(f"evaluate: lpsctl eval --pred {out} --root {root} --split {split}")

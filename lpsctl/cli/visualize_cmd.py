@@ -10,7 +10,6 @@ from rich.console import Console
 
 from lpsctl.cli.options import progress_bar
 from lpsctl.cli.predict import DEVICE, resolve_device
-from lpsctl.engine.visualize import overlay_predictions, render_prediction_folder
 from lpsctl.errors import LpsctlError
 
 console = Console()
@@ -26,6 +25,8 @@ def visualize_command(
     device: str | None = DEVICE,
 ) -> None:
     """Draw stuff in the Cityscapes palette and every instance in its own colour with contour, label and legend."""
+    from lpsctl.engine.visualize import overlay_predictions, render_prediction_folder
+
     if len(inputs) == 1 and (Path(inputs[0]) / "panoptic.json").is_file():
         written = render_prediction_folder(Path(inputs[0]), out, images=images, side_by_side=side_by_side)
     else:

@@ -1,7 +1,9 @@
-"""`fuse`: semantic logits + SOLOv2 instances (live, or exported masks keyed by image id) → Cityscapes panoptic files."""
+"""`fuse` (SPEC §3.6): semantic logits + SOLOv2 instances (live, or exported masks keyed by image id) → Cityscapes
+panoptic files."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,13 +24,28 @@ from lpsctl.postprocess.panoptic_io import (
 )
 from lpsctl.structures import Instances
 
+log = logging.getLogger(__name__)
+
+
+def check_output(out_dir: Path, *, overwrite: bool) -> list[Path]:
+    """The parts of an earlier prediction in `out_dir`, to be removed before writing a new one.
+
+    LpsctlError when `out_dir` is a file, or holds a complete prediction (`panoptic.json`, written last) and not
+    `overwrite`; commands call this before the slow part. PNG folders without `panoptic.json` are the leftovers of
+    an interrupted or failed run and are replaced without asking."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LpsctlError(f"--out {out_dir} is a file: give a folder for the prediction")
+    if (out_dir / PANOPTIC_JSON).exists() and not overwrite:
+        raise LpsctlError(f"{out_dir} already holds a prediction ({PANOPTIC_JSON}): pass --overwrite or another --out")
+    # metrics.json (from `lpsctl eval`) describes the old prediction: it goes with it
+    parts = (PANOPTIC_JSON, PANOPTIC_FOLDER, SEMANTIC_FOLDER, "metrics.json")
+    return [out_dir / name for name in parts if (out_dir / name).exists()]
+
 
 def prepare_output(out_dir: Path, *, overwrite: bool) -> None:
     """Refuse to mix with an earlier result unless `overwrite`; then start from an empty prediction folder."""
-    existing = [out_dir / name for name in (PANOPTIC_JSON, PANOPTIC_FOLDER, SEMANTIC_FOLDER) if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise LpsctlError(f"{out_dir} already holds a prediction ({existing[0].name}): pass --overwrite or another --out")
-    for path in existing:
+    for path in check_output(out_dir, overwrite=overwrite):
+        log.info("removing %s from an earlier prediction", path)
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -78,7 +95,11 @@ def _instances_for(prediction: Prediction, masks: dict[str, Instances] | None) -
         return masks[prediction.image_id]
     # a COCO results file lists instances only: an image without entries had no detections
     assert prediction.semantic_logits is not None
-    height, width = prediction.semantic_logits.shape[-2:]
+    return empty_instances(*prediction.semantic_logits.shape[-2:])
+
+
+def empty_instances(height: int, width: int) -> Instances:
+    """No instances in an image of height × width (masks Tensor[0, H, W])."""
     return Instances(
         masks=torch.zeros(0, height, width, dtype=torch.bool),
         scores=torch.zeros(0),
@@ -91,6 +112,6 @@ def check_masks_cover(masks: dict[str, Instances], image_ids: list[str], source:
     if masks and not set(masks) & set(image_ids):
         example = next(iter(masks))
         raise DataError(
-            f"{source} has no masks for any image of this split (it has e.g. {example}, the split e.g. {image_ids[0]}): "
-            "export masks for this split with `lpsctl export-masks --split …`"
+            f"{source} has no masks for any image of this split (it has e.g. {example}, the split e.g. "
+            f"{image_ids[0]}): export masks for this split with `lpsctl export-masks --split …`"
         )

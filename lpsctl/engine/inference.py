@@ -37,7 +37,9 @@ def load_model(checkpoint: Path | str, device: torch.device, *, need: str | None
             "checkpoint; pass this one's masks with `lpsctl export-masks` and `fuse --masks`"
         )
     if need == "instance" and not config.model.instance_head:
-        raise CheckpointError(f"{checkpoint} has no SOLOv2 head: export-masks needs a `train solo` or `train eps` model")
+        raise CheckpointError(
+            f"{checkpoint} has no SOLOv2 head: export-masks needs a `train solo` or `train eps` model"
+        )
     model = build_model(config)
     load_model_state(model, state["model"], checkpoint)
     model.eval().to(device)

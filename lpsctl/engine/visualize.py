@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,15 +11,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lpsctl.atomic import write_bytes_atomic
 from lpsctl.data.cityscapes import IMAGE_SUFFIX, read_png
 from lpsctl.data.dataset import ImageFolderDataset
 from lpsctl.data.transforms import build_eval_transform
+from lpsctl.engine.fuse import empty_instances
 from lpsctl.engine.inference import load_model, predict
-from lpsctl.atomic import write_bytes_atomic
+from lpsctl.errors import DataError
 from lpsctl.postprocess.fusion import panoptic_fusion
-from lpsctl.postprocess.panoptic_io import read_panoptic_json, read_panoptic_png
+from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER, PANOPTIC_JSON, read_panoptic_json, read_panoptic_png
 from lpsctl.structures import ProgressCallback
 from lpsctl.visualize import color_panoptic, draw_overlay
+
+log = logging.getLogger(__name__)
 
 
 def overlay_predictions(
@@ -34,11 +39,17 @@ def overlay_predictions(
     dataset = ImageFolderDataset(paths, transform=build_eval_transform(config.data))
     written = []
     for path, prediction in zip(dataset.paths, predict(model, dataset, config, device, progress=progress), strict=True):
-        assert prediction.semantic_logits is not None and prediction.instances is not None
+        assert prediction.semantic_logits is not None  # load_model(need="semantic") guarantees the head
+        # a semantic-only model (model.instance_head=false): stuff is drawn, thing pixels stay void
+        instances = (
+            prediction.instances
+            if prediction.instances is not None
+            else empty_instances(*prediction.semantic_logits.shape[-2:])
+        )
         fusion = config.fusion
         panoptic = panoptic_fusion(
             prediction.semantic_logits,
-            prediction.instances,
+            instances,
             score_threshold=fusion.score_threshold,
             overlap_threshold=fusion.overlap_threshold,
             stuff_area=fusion.stuff_area,
@@ -46,7 +57,9 @@ def overlay_predictions(
             logit_scale=fusion.logit_scale,
         )
         image = read_png(path, "RGB")
-        written.append(_write(out / f"{path.stem}_overlay.png", draw_overlay(image, panoptic.ids, side_by_side=side_by_side)))
+        written.append(
+            _write(out / f"{path.stem}_overlay.png", draw_overlay(image, panoptic.ids, side_by_side=side_by_side))
+        )
     return written
 
 
@@ -55,17 +68,28 @@ def render_prediction_folder(
 ) -> list[Path]:
     """Draw every image of a prediction folder; on its input image when `images` (a folder searched recursively,
     e.g. `data/cityscapes/leftImg8bit/val`) holds it, else the colours alone."""
-    content = read_panoptic_json(pred_dir / "panoptic.json")
+    content = read_panoptic_json(pred_dir / PANOPTIC_JSON)
+    if images is not None and not images.is_dir():
+        raise DataError(f"--images {images}: folder not found")
     index = {p.name[: -len(IMAGE_SUFFIX)]: p for p in images.rglob(f"*{IMAGE_SUFFIX}")} if images else {}
     if images is not None:
         index |= {p.stem: p for p in images.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}}
     written = []
     for annotation in content["annotations"]:
-        ids = read_panoptic_png(pred_dir / "panoptic" / annotation["file_name"])
+        ids = read_panoptic_png(pred_dir / PANOPTIC_FOLDER / annotation["file_name"])
         image_id = annotation["image_id"]
         if image_id in index:
-            picture = draw_overlay(read_png(index[image_id], "RGB"), ids, side_by_side=side_by_side)
+            image = read_png(index[image_id], "RGB")
+            if image.shape[:2] != ids.shape:
+                raise DataError(
+                    f"{index[image_id]} is {image.shape[1]}×{image.shape[0]}, its prediction "
+                    f"{annotation['file_name']} is {ids.shape[1]}×{ids.shape[0]}: "
+                    "--images must hold the images that were predicted"
+                )
+            picture = draw_overlay(image, ids, side_by_side=side_by_side)
         else:
+            if images is not None:
+                log.warning("no image for %s under %s: drawing the segment colours alone", image_id, images)
             picture = draw_overlay(color_panoptic(ids)[0], ids, alpha=0.0)
         written.append(_write(out / f"{image_id}_overlay.png", picture))
     return written
