@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cityscapesscripts.preparation.json2instanceImg import json2instanceImg
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image
@@ -20,6 +21,15 @@ from lpsctl.data.prepare import prepare
 from lpsctl.data.synthetic import synthesize
 
 SYNTHETIC_COUNTS = {"train": 6, "val": 4}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """One torch thread per test process: the suite runs 2 pytest workers on 2 cores, and two threads per process
+    on busy cores wait on each other (a 0.3 s prediction takes 10 s)."""
+    torch.set_num_threads(1)
+
+
 SYNTHETIC_SIZE = (128, 256)
 
 

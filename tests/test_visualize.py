@@ -16,7 +16,7 @@ from lpsctl.errors import DataError
 from lpsctl.postprocess.panoptic_io import write_panoptic, write_panoptic_json
 from lpsctl.structures import PanopticPrediction
 from lpsctl.visualize import VOID_COLOR, color_panoptic, draw_overlay, instance_color
-from tests.tiny_models import one_torch_thread, write_checkpoint  # noqa: F401
+from tests.tiny_models import write_checkpoint
 
 ROAD, SKY, CAR = name2label["road"].id, name2label["sky"].id, name2label["car"].id
 

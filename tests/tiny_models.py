@@ -11,11 +11,9 @@ its heads get hand-set weights, so that a fresh model behaves predictably withou
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from lpsctl.config import Config, load_config, to_dict
@@ -37,16 +35,6 @@ TINY_OVERRIDES = (
 )
 PUPPET_CLASS = 2  # thing index 2 = car (label id 26)
 ROAD = 0  # train id
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Import into a test module to run its models on one thread: on 2 busy cores (pytest-xdist, other jobs) two
-    threads per process wait on each other and a 0.3 s prediction takes 10 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(kind: str, *extra: str) -> Config:

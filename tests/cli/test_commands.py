@@ -25,7 +25,7 @@ from lpsctl.config import from_dict, load_config
 from lpsctl.data.cityscapes import THING_LABEL_IDS, coco_json, list_images, panoptic_folder, panoptic_json
 from lpsctl.evaluation.pq import evaluate_panoptic
 from lpsctl.postprocess.panoptic_io import read_panoptic_png
-from tests.tiny_models import CONFIG_FILE, ROAD, gt_mask_results, one_torch_thread, write_checkpoint  # noqa: F401
+from tests.tiny_models import CONFIG_FILE, ROAD, gt_mask_results, write_checkpoint
 
 SPLIT = "val"
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lpsctl.cli.app import main
-from tests.tiny_models import one_torch_thread, write_checkpoint  # noqa: F401
+from tests.tiny_models import write_checkpoint
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

@@ -25,7 +25,7 @@ from lpsctl.errors import CheckpointError, DataError, LpsctlError
 from lpsctl.models import Prediction
 from lpsctl.postprocess.panoptic_io import read_panoptic_json, read_panoptic_png
 from lpsctl.structures import Instances
-from tests.tiny_models import ROAD, one_torch_thread, tiny_config, write_checkpoint  # noqa: F401
+from tests.tiny_models import ROAD, tiny_config, write_checkpoint
 
 CPU = torch.device("cpu")
 
