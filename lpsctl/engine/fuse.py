@@ -3,6 +3,7 @@ panoptic files."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from lpsctl.postprocess.panoptic_io import (
     write_panoptic_json,
     write_semantic_png,
 )
-from lpsctl.structures import Instances
+from lpsctl.structures import Instances, PanopticPrediction
 
 log = logging.getLogger(__name__)
 
@@ -64,26 +65,23 @@ def fuse_predictions(
         if prediction.semantic_logits is None:
             raise LpsctlError("fusion needs semantic logits: use a `train eps` checkpoint")
         instances = _instances_for(prediction, masks)
-        device = prediction.semantic_logits.device
-        instances = Instances(
-            masks=instances.masks.to(device),
-            scores=instances.scores.to(device),
-            classes=instances.classes.to(device),
-            mask_logits=None if instances.mask_logits is None else instances.mask_logits.to(device),
-        )
-        panoptic = panoptic_fusion(
-            prediction.semantic_logits,
-            instances,
-            score_threshold=fusion.score_threshold,
-            overlap_threshold=fusion.overlap_threshold,
-            stuff_area=fusion.stuff_area,
-            reference_area=fusion.reference_area,
-            logit_scale=fusion.logit_scale,
-        )
+        panoptic = fuse_one(prediction.semantic_logits, instances, fusion)
         annotations.append(write_panoptic(out_dir, prediction.image_id, panoptic))
         semantic = prediction.semantic_logits.argmax(0).to("cpu", dtype=torch.uint8).numpy()
         write_semantic_png(out_dir, prediction.image_id, semantic)
     return write_panoptic_json(out_dir, annotations)
+
+
+def fuse_one(semantic_logits: torch.Tensor, instances: Instances, fusion: FusionConfig) -> PanopticPrediction:
+    """SPEC §3.6 fusion with the config's thresholds, on the logits' device."""
+    device = semantic_logits.device
+    on_device = Instances(
+        masks=instances.masks.to(device),
+        scores=instances.scores.to(device),
+        classes=instances.classes.to(device),
+        mask_logits=None if instances.mask_logits is None else instances.mask_logits.to(device),
+    )
+    return panoptic_fusion(semantic_logits, on_device, **dataclasses.asdict(fusion))
 
 
 def _instances_for(prediction: Prediction, masks: dict[str, Instances] | None) -> Instances:

@@ -15,10 +15,9 @@ from lpsctl.atomic import write_bytes_atomic
 from lpsctl.data.cityscapes import IMAGE_SUFFIX, read_png
 from lpsctl.data.dataset import ImageFolderDataset
 from lpsctl.data.transforms import build_eval_transform
-from lpsctl.engine.fuse import empty_instances
+from lpsctl.engine.fuse import empty_instances, fuse_one
 from lpsctl.engine.inference import load_model, predict
 from lpsctl.errors import DataError
-from lpsctl.postprocess.fusion import panoptic_fusion
 from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER, PANOPTIC_JSON, read_panoptic_json, read_panoptic_png
 from lpsctl.structures import ProgressCallback
 from lpsctl.visualize import color_panoptic, draw_overlay
@@ -46,16 +45,7 @@ def overlay_predictions(
             if prediction.instances is not None
             else empty_instances(*prediction.semantic_logits.shape[-2:])
         )
-        fusion = config.fusion
-        panoptic = panoptic_fusion(
-            prediction.semantic_logits,
-            instances,
-            score_threshold=fusion.score_threshold,
-            overlap_threshold=fusion.overlap_threshold,
-            stuff_area=fusion.stuff_area,
-            reference_area=fusion.reference_area,
-            logit_scale=fusion.logit_scale,
-        )
+        panoptic = fuse_one(prediction.semantic_logits, instances, config.fusion)
         image = read_png(path, "RGB")
         written.append(
             _write(out / f"{path.stem}_overlay.png", draw_overlay(image, panoptic.ids, side_by_side=side_by_side))
