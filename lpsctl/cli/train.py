@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -65,7 +66,9 @@ def _run(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console) as progress:
+    # under torchrun every rank runs this command; only rank 0 trains visibly (it alone logs and checkpoints)
+    is_main = os.environ.get("RANK", "0") == "0"
+    with Progress(*columns, console=console, disable=not is_main) as progress:
         task = progress.add_task("train", total=config.solver.max_iters, status="")
 
         def on_step(iteration: int, total: int, values: dict[str, float]) -> None:
@@ -82,14 +85,16 @@ def _run(
             on_step=on_step,
             validate=validate if run_validation else None,
         )
-    _report(summary)
+    _report(summary, is_main)
 
 
-def _report(summary: TrainSummary) -> None:
-    state = "[yellow]interrupted[/]" if summary.interrupted else "[green]done[/]"
-    console.print(f"{state} at iteration {summary.iterations}; checkpoint: {summary.last_checkpoint}")
-    if summary.best_checkpoint is not None:
-        console.print(f"best: {summary.best_checkpoint} (val {summary.best_metric:.2f})")
+def _report(summary: TrainSummary, is_main: bool = True) -> None:
+    if is_main:
+        state = "[yellow]interrupted[/]" if summary.interrupted else "[green]done[/]"
+        console.print(f"{state} at iteration {summary.iterations}; checkpoint: {summary.last_checkpoint}")
+        if summary.best_checkpoint is not None:
+            console.print(f"best: {summary.best_checkpoint} (val {summary.best_metric:.2f})")
+        if summary.interrupted:
+            console.print(f"continue with the same command and --resume (run folder {summary.run_dir})")
     if summary.interrupted:
-        console.print(f"continue with the same command and --resume (run folder {summary.run_dir})")
         raise typer.Exit(130)

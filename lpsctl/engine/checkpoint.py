@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, `weights_only` loading (a stranger's file cannot run code), clear compatibility errors."""
+"""Checkpoints: atomic writes, `weights_only` loading (a stranger's file cannot run code), clear compatibility
+errors."""
 
 from __future__ import annotations
 

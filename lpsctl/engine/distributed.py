@@ -1,12 +1,20 @@
-"""Process groups for `torchrun` (DDP): the same command line runs single-process or one process per GPU/CPU slot."""
+"""Process groups for `torchrun` (DDP): the same command line runs single-process or one process per GPU/CPU slot.
+Ctrl-C becomes a stop request that all ranks honour at the same iteration."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,52 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=device_for(info))
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def broadcast_object(value: Any, info: DistInfo) -> Any:
+    """Rank 0's `value` on every rank (picklable objects only)."""
+    if not info.enabled:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+class StopRequest:
+    """Ctrl-C as a request to stop: while active, SIGINT sets `requested` instead of raising KeyboardInterrupt, so the
+    loop ends at an iteration boundary (on every rank, via `broadcast_flag`) with whole weights to checkpoint.
+
+    With `escalate`, a second SIGINT raises KeyboardInterrupt at once (single process). Under torchrun it does not:
+    a terminal Ctrl-C reaches each worker twice (directly and forwarded by torchrun). Only the main thread can
+    install signal handlers; elsewhere `requested` is only set by the caller.
+    """
+
+    def __init__(self, *, escalate: bool = True) -> None:
+        self.escalate = escalate
+        self.requested = False
+        self._installed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._installed:
+            # a handler set outside Python reads back as None; the default one is the closest equivalent
+            signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and self.escalate:
+            raise KeyboardInterrupt
+        self.requested = True
+        again = " (press Ctrl-C again to stop at once)" if self.escalate else ""
+        log.warning("Ctrl-C: stopping after this iteration and writing the checkpoint%s", again)
 
 
 def shutdown(info: DistInfo) -> None:

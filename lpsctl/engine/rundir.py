@@ -46,6 +46,16 @@ class RunDir:
         with self.metrics.open("a") as file:
             file.write(json.dumps(clean) + "\n")
 
+    def drop_metrics_after(self, iteration: int) -> None:
+        """Forget the lines of iterations after `iteration`: a resumed run logs them again (and a line cut short by a
+        killed process is no JSON)."""
+        if not self.metrics.exists():
+            return
+        lines = self.metrics.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _iteration_of(line) <= iteration]
+        if len(kept) < len(lines):
+            write_text_atomic(self.metrics, "".join(kept))
+
     def write_config(self, config: Config) -> None:
         write_text_atomic(self.config, dump(config))
 
@@ -65,6 +75,7 @@ def check_resumable(run: RunDir, config: Config, *, resume: bool, overwrite: boo
                 "resume with the same --config/--set, or start a new run folder"
             )
         run.write_config(config)
+        run.drop_metrics_after(int(state["iteration"]))
         return state
     existing = run.outputs()
     if existing and not overwrite:
@@ -90,3 +101,10 @@ def config_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> list[str
             if old.get(key) != new.get(key):
                 differences.append(f"{section}.{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} now")
     return differences
+
+
+def _iteration_of(line: str) -> float:
+    try:
+        return float(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -14,11 +15,11 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    if deterministic:  # read when cuBLAS starts; without it CUDA matmuls are not reproducible
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # set both ways: the flag is process-wide and would otherwise outlive an earlier deterministic run
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic and torch.cuda.is_available()
 
 
 def capture_rng() -> dict[str, Any]:
@@ -55,6 +56,7 @@ def _python_state() -> list[Any]:
 
 def unwrap(model: nn.Module) -> Any:
     """The PanopticNet inside DDP / torch.compile wrappers."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+    while isinstance(inner, nn.Module):
+        model, inner = inner, getattr(inner, "module", None) or getattr(inner, "_orig_mod", None)
     return model

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,13 +26,15 @@ from lpsctl.data.dataset import CityscapesPanoptic, collate_batch
 from lpsctl.data.transforms import build_train_transform
 from lpsctl.engine import distributed
 from lpsctl.engine.checkpoint import load_checkpoint, save_checkpoint
+from lpsctl.engine.distributed import DistInfo
 from lpsctl.engine.rundir import RunDir, check_resumable
 from lpsctl.engine.sampler import PositionDataset, ResumableSampler
 from lpsctl.engine.solver import build_optimizer, build_scheduler
-from lpsctl.engine.state import capture_rng, restore_rng, seed_everything, unwrap
+from lpsctl.engine.state import capture_rng, restore_rng, seed_everything
 from lpsctl.errors import LpsctlError
 from lpsctl.models import PanopticNet, build_model
 from lpsctl.models.norm import convert_sync_norm
+from lpsctl.structures import Batch
 
 log = logging.getLogger(__name__)
 Mode = Literal["eps", "solo"]
@@ -57,8 +60,7 @@ class TrainSummary:
 
 def config_for_mode(config: Config, mode: Mode) -> Config:
     """`solo` trains the instance-only model; `eps` the joint model with both heads."""
-    heads = {"semantic_head": mode == "eps", "instance_head": True}
-    return replace(config, model=replace(config.model, **heads))
+    return replace(config, model=replace(config.model, semantic_head=mode == "eps", instance_head=True))
 
 
 def train(
@@ -71,96 +73,176 @@ def train(
     on_step: StepCallback | None = None,
     validate: Validator | None = None,
 ) -> TrainSummary:
+    """Train `mode`'s model into the run folder `out_dir` (last.pt, best.pt, metrics.jsonl, config.yaml).
+
+    Ctrl-C (or a KeyboardInterrupt raised by `on_step`) stops after the current iteration on every rank and writes
+    last.pt; a NaN/inf loss raises TrainingDiverged and leaves the last checkpoint as it was.
+    """
     config = config_for_mode(config, mode)
     info = distributed.init_distributed()
     device = distributed.device_for(info)
     run = RunDir(Path(out_dir))
-    state = check_resumable(run, config, resume=resume, overwrite=overwrite) if info.is_main else None
-    distributed.barrier(info)
-    if state is None and resume:
-        state = load_checkpoint(run.last)
+    state = _prepare_run_dir(run, config, resume, overwrite, info)
     start = int(state["iteration"]) if state else 0
     seed_everything(config.solver.seed + info.rank, deterministic=config.solver.deterministic)
+    parts = _build(config, device, info, state)
+    batches = iter(_train_loader(config, info, start))
+    best = state.get("best_metric") if state else None
+    max_iters, solver = config.solver.max_iters, config.solver
+    iteration, saved_at, interrupted = start, start, False
+    try:
+        with distributed.StopRequest(escalate=not info.enabled) as stop:
+            while iteration < max_iters:
+                values = parts.step(next(batches).to(device), config, info, iteration, run)
+                iteration += 1
+                if info.is_main and (iteration % solver.log_period == 0 or iteration == max_iters):
+                    run.log_metrics({"iteration": iteration, **values})
+                if on_step is not None and info.is_main:
+                    try:
+                        on_step(iteration, max_iters, values)
+                    except KeyboardInterrupt:
+                        stop.requested = True  # stop like Ctrl-C: at this iteration's end, on every rank
+                evaluate_now = solver.eval_period > 0 and iteration % solver.eval_period == 0
+                if validate is not None and (evaluate_now or iteration == max_iters):
+                    best, improved = _validate(run, parts.model, config, device, mode, validate, iteration, best, info)
+                    if improved and info.is_main:
+                        parts.save(run.best, config, iteration, best)
+                # after validation: last.pt carries the best metric, or a resumed run could overwrite best.pt
+                if iteration % solver.checkpoint_period == 0 and iteration < max_iters:
+                    if info.is_main:
+                        parts.save(run.last, config, iteration, best)
+                    saved_at = iteration
+                if distributed.broadcast_flag(stop.requested, info):
+                    interrupted = True
+                    break
+    except KeyboardInterrupt:  # a second Ctrl-C (single process): at once, even mid-step; still worth a last.pt
+        interrupted = True
+    except TrainingDiverged:
+        distributed.shutdown(info)  # every rank raised it together; last.pt stays the last good checkpoint
+        raise
+    if interrupted and info.is_main:
+        log.warning("interrupted at iteration %d; writing %s", iteration, run.last)
+    if info.is_main and iteration > saved_at:
+        parts.save(run.last, config, iteration, best)
+    distributed.barrier(info)
+    distributed.shutdown(info)
+    return TrainSummary(run.path, iteration, run.last, run.best if run.best.exists() else None, best, interrupted)
 
+
+@dataclass
+class _Parts:
+    """What one optimisation step touches; `network` is `model`, or its DDP / torch.compile wrapper."""
+
+    model: PanopticNet
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], Any]
+    window_start: float = 0.0
+
+    def step(self, batch: Batch, config: Config, info: DistInfo, iteration: int, run: RunDir) -> dict:
+        """One optimiser step on `batch`; returns the loss terms, `loss`, `lr` and `images_per_s` as floats."""
+        images = batch.images.to(memory_format=torch.channels_last) if config.solver.channels_last else batch.images
+        with self.autocast():
+            outputs = self.network(images)
+        losses = self.model.loss(outputs, batch.semantic, batch.masks, batch.classes, batch.ignore)
+        total = sum(losses.values())
+        # every rank learns of a NaN on any rank before the backward pass, so all stop together
+        if distributed.broadcast_flag(not math.isfinite(float(total.detach())), info):
+            raise TrainingDiverged(_divergence_message(total, losses, iteration, run))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        if config.solver.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.solver.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        # logged values are means over the ranks, so metrics.jsonl describes the whole batch
+        reduced = distributed.all_reduce_mean(torch.stack([*losses.values(), total]).detach().float(), info).tolist()
+        values = dict(zip([*losses, "loss"], reduced, strict=True)) | {"lr": self.scheduler.get_last_lr()[0]}
+        now = time.perf_counter()
+        values["images_per_s"] = config.data.batch_size * info.world_size / max(now - self.window_start, 1e-9)
+        self.window_start = now
+        return values
+
+    def save(self, path: Path, config: Config, iteration: int, best: float | None) -> None:
+        save_checkpoint(
+            path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "iteration": iteration,
+                "best_metric": best,
+                "rng": capture_rng(),
+                "config": to_dict(config),
+                "norm": self.model.norm_name,
+                "kind": "eps" if self.model.semantic_head is not None else "solo",
+            },
+        )
+
+
+def _build(config: Config, device: torch.device, info: DistInfo, state: dict[str, Any] | None) -> _Parts:
+    """Model, optimiser, schedule and scaler, restored from `state` when resuming (RNG included), DDP-wrapped."""
     model = build_model(config).to(device)
     log.info("norm: %s, device: %s, world size: %d", model.norm_name, device, info.world_size)
     if config.solver.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.solver, config.data.batch_size * info.world_size)
     scheduler = build_scheduler(optimizer, config.solver)
-    use_fp16 = config.solver.amp == "fp16" and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.solver.amp == "fp16" and device.type == "cuda")
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
+        restore_rng(state["rng"])  # exact for rank 0, whose streams the checkpoint holds
+        if info.rank > 0:  # the others get fresh streams of their own rather than copies of rank 0's
+            reseed = config.solver.seed + info.rank + 7919 * int(state["iteration"])
+            seed_everything(reseed, deterministic=config.solver.deterministic)
     network: nn.Module = model
     if info.enabled:
+        # the sync norms share the parameters that the optimiser already holds
         network = DistributedDataParallel(convert_sync_norm(model), find_unused_parameters=False)
     if config.solver.compile:
         network = torch.compile(network)  # type: ignore[assignment]
-
-    loader = _train_loader(config, info, start)
-    best = state.get("best_metric") if state else None
-    amp_context = _autocast(config, device)
-    iteration, interrupted, window_start = start, False, time.perf_counter()
-    try:
-        for batch in loader:
-            if iteration >= config.solver.max_iters:
-                break
-            batch = batch.to(device)
-            images = batch.images.to(memory_format=torch.channels_last) if config.solver.channels_last else batch.images
-            with amp_context():
-                outputs = network(images)
-            losses = unwrap(network).loss(outputs, batch.semantic, batch.masks, batch.classes, batch.ignore)
-            total = sum(losses.values())
-            if distributed.broadcast_flag(not math.isfinite(float(total.detach())), info):
-                raise TrainingDiverged(
-                    f"loss became {float(total.detach())} at iteration {iteration + 1} "
-                    f"({', '.join(f'{k}={float(v):.4g}' for k, v in losses.items())}); the last good checkpoint is "
-                    f"{run.last if run.last.exists() else 'not written yet'}. Lower solver.lr or use solver.amp=off"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-            if config.solver.clip_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.solver.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            iteration += 1
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            values |= {"loss": float(total.detach()), "lr": scheduler.get_last_lr()[0]}
-            elapsed = time.perf_counter() - window_start
-            values["images_per_s"] = config.data.batch_size * info.world_size / max(elapsed, 1e-9)
-            window_start = time.perf_counter()
-            if on_step is not None and info.is_main:
-                on_step(iteration, config.solver.max_iters, values)
-            if info.is_main and (iteration % config.solver.log_period == 0 or iteration == config.solver.max_iters):
-                run.log_metrics({"iteration": iteration, **values})
-            periodic = iteration % config.solver.checkpoint_period == 0
-            if periodic and iteration < config.solver.max_iters and info.is_main:
-                _save(run.last, model, optimizer, scheduler, scaler, config, iteration, best, info)
-            evaluate_now = config.solver.eval_period > 0 and iteration % config.solver.eval_period == 0
-            if validate is not None and (evaluate_now or iteration == config.solver.max_iters):
-                best, improved = _validate(run, model, config, device, mode, validate, iteration, best, info)
-                if improved and info.is_main:
-                    _save(run.best, model, optimizer, scheduler, scaler, config, iteration, best, info)
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted at iteration %d; writing %s", iteration, run.last)
-    finally:
-        if info.is_main and iteration > start:
-            _save(run.last, model, optimizer, scheduler, scaler, config, iteration, best, info)
-        distributed.barrier(info)
-        distributed.shutdown(info)
-    return TrainSummary(run.path, iteration, run.last, run.best if run.best.exists() else None, best, interrupted)
+    return _Parts(model, network, optimizer, scheduler, scaler, _autocast(config, device), time.perf_counter())
 
 
-def _train_loader(config: Config, info: distributed.DistInfo, start_iteration: int) -> DataLoader:
-    dataset = CityscapesPanoptic(config.data.root, config.data.train_split, transform=build_train_transform(config.data))
+def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, info: DistInfo) -> dict | None:
+    """Rank 0 checks and prepares the run folder; its error, if any, is raised on every rank (no rank waits forever)."""
+    state, error = None, None
+    if info.is_main:
+        try:
+            state = check_resumable(run, config, resume=resume, overwrite=overwrite)
+        except LpsctlError as caught:
+            error = caught
+    message = distributed.broadcast_object(None if error is None else str(error), info)
+    if message is not None:
+        raise error if error is not None else LpsctlError(message)
+    if state is None and resume:
+        state = load_checkpoint(run.last)
+    return state
+
+
+def _divergence_message(total: torch.Tensor, losses: dict[str, torch.Tensor], iteration: int, run: RunDir) -> str:
+    value = float(total.detach())
+    # under DDP the NaN may come from another rank; this one's finite terms are then context only
+    what = f"loss became {value}" if not math.isfinite(value) else "loss became NaN/inf on another process"
+    terms = ", ".join(f"{key}={float(term.detach()):.4g}" for key, term in losses.items())
+    last = run.last if run.last.exists() else "not written yet"
+    return (
+        f"{what} at iteration {iteration + 1} ({terms}); the last good checkpoint is {last}. "
+        "Lower solver.lr or use solver.amp=off"
+    )
+
+
+def _train_loader(config: Config, info: DistInfo, start_iteration: int) -> DataLoader:
+    transform = build_train_transform(config.data)
+    dataset = CityscapesPanoptic(config.data.root, config.data.train_split, transform=transform)
     sampler = ResumableSampler(
         batch_size=config.data.batch_size, world_size=info.world_size, rank=info.rank, start_iteration=start_iteration
     )
@@ -172,7 +254,16 @@ def _train_loader(config: Config, info: distributed.DistInfo, start_iteration: i
         collate_fn=partial(collate_batch, size_divisor=config.data.size_divisor),
         persistent_workers=config.data.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+        # its own generator: iterating a DataLoader otherwise draws a base seed from the global RNG, and a resumed
+        # run (which starts a fresh iterator after restoring the RNG) would then drift from a straight one
+        generator=torch.Generator().manual_seed(config.solver.seed),
+        worker_init_fn=_ignore_interrupt,
     )
+
+
+def _ignore_interrupt(worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process (a worker it killed would break the next batch fetch)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _autocast(config: Config, device: torch.device) -> Callable[[], Any]:
@@ -192,7 +283,7 @@ def _validate(
     validate: Validator,
     iteration: int,
     best: float | None,
-    info: distributed.DistInfo,
+    info: DistInfo,
 ) -> tuple[float | None, bool]:
     """Validation runs on rank 0 (the others wait); the headline metric is PQ (eps) or mask AP (solo)."""
     improved = False
@@ -206,31 +297,3 @@ def _validate(
             best, improved = headline, True
     distributed.barrier(info)
     return best, improved
-
-
-def _save(
-    path: Path,
-    model: PanopticNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    config: Config,
-    iteration: int,
-    best: float | None,
-    info: distributed.DistInfo,
-) -> None:
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iteration": iteration,
-            "best_metric": best,
-            "rng": capture_rng(),
-            "config": to_dict(config),
-            "norm": model.norm_name,
-            "kind": "eps" if model.semantic_head is not None else "solo",
-        },
-    )

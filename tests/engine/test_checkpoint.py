@@ -57,7 +57,10 @@ def test_bad_checkpoints_are_clear_errors(tmp_path: Path):
 
 
 def test_mismatched_weights_name_the_keys():
-    with pytest.raises(CheckpointError, match=r"missing: 2.bias; shape mismatch: 0.bias \(4,\) vs \(5,\), 0.weight \(4, 3\) vs \(5, 3\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing: 2.bias; shape mismatch: 0.bias \(4,\) vs \(5,\), 0.weight \(4, 3\) vs \(5, 3\)",
+    ):
         load_model_state(
             nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1)),
             nn.Sequential(nn.Linear(3, 4)).state_dict() | {"2.weight": torch.zeros(1, 5)},

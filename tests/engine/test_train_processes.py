@@ -1,0 +1,125 @@
+"""`lpsctl train` as its own process: two-rank CPU DDP under torchrun (gloo), and Ctrl-C followed by --resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lpsctl.config import load_config
+from lpsctl.engine.checkpoint import checkpoint_config
+from lpsctl.engine.distributed import DistInfo, StopRequest
+from lpsctl.engine.train import _train_loader
+from lpsctl.models import build_model
+from tests.engine.train_helpers import (
+    PYTHON,
+    SYNTHETIC_EPS,
+    checkpoint,
+    cli_arguments,
+    loss_lines,
+    metrics_lines,
+    subprocess_environment,
+    tiny_overrides,
+)
+
+
+def test_two_process_ddp_trains_and_only_rank_0_writes(prepared_root: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(prepared_root, data__batch_size=1, solver__max_iters=2, solver__checkpoint_period=1)
+    command = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lpsctl"]
+    result = subprocess.run(
+        command + cli_arguments("eps", out, overrides),
+        env=subprocess_environment(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl"]
+    lines = metrics_lines(out)
+    assert [line["iteration"] for line in lines if "loss" in line] == [1, 2]  # rank 0 alone logs
+    assert [line["iteration"] for line in lines if "val/pq" in line] == [2]  # validated once, on rank 0
+    state = checkpoint(out / "last.pt")
+    assert state["iteration"] == 2 and state["config"]["data"]["batch_size"] == 1
+    # no DDP "module." prefixes, no extra sync-norm state: the keys of a single-process model
+    assert state["model"].keys() == build_model(checkpoint_config(state, "last.pt")).state_dict().keys()
+    assert result.stdout.count("done at iteration 2") == 1
+
+
+def test_ctrl_c_writes_a_loadable_checkpoint_and_resume_continues(prepared_root: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(
+        prepared_root, data__num_workers=1, solver__max_iters=1000, solver__checkpoint_period=1000
+    )
+    arguments = [PYTHON, "-m", "lpsctl", *cli_arguments("solo", out, overrides, "--no-validate")]
+    # its own process group, so that the signal reaches the DataLoader worker too, as a terminal's Ctrl-C does
+    process = subprocess.Popen(
+        arguments,
+        env=subprocess_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists() or not loss_lines(out):
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no training progress within 120 s"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted at iteration" in stdout + stderr
+    stopped = checkpoint(out / "last.pt")["iteration"]
+    assert stopped >= 1
+    assert [line["iteration"] for line in loss_lines(out)] == list(range(1, stopped + 1))
+
+    resumed = [PYTHON, "-m", "lpsctl", *cli_arguments("solo", out, [*overrides, f"solver.max_iters={stopped + 1}"])]
+    result = subprocess.run(
+        [*resumed, "--resume", "--no-validate"],
+        env=subprocess_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint(out / "last.pt")["iteration"] == stopped + 1
+    assert [line["iteration"] for line in loss_lines(out)] == list(range(1, stopped + 2))
+
+
+def test_stop_request_defers_the_first_ctrl_c_and_escalates_on_the_second():
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest(escalate=True) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs between bytecodes of the main thread
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before
+    with StopRequest(escalate=False) as stop:  # torchrun: every signal only asks to stop
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert stop.requested and signal.getsignal(signal.SIGINT) is before
+
+
+def test_dataloader_workers_leave_ctrl_c_to_the_main_process(prepared_root: Path):
+    """A terminal's Ctrl-C reaches the workers too; one that died of it would break the fetch the main process may be
+    waiting on while it finishes the iteration."""
+    config = load_config(SYNTHETIC_EPS, tiny_overrides(prepared_root, data__num_workers=1))
+    batches = iter(_train_loader(config, DistInfo(), start_iteration=0))
+    next(batches)
+    os.kill(batches._workers[0].pid, signal.SIGINT)  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    images = [next(batches).images for _ in range(4)]  # more than the prefetched batches
+    assert all(image.shape == (2, 3, 64, 128) for image in images)
+    del batches
