@@ -98,6 +98,7 @@ class SolverConfig:
     warmup_factor: float = 1 / 3  # linear warm-up starts at lr × this
     schedule: Literal["step", "poly"] = "step"
     max_iters: int = 29750  # 160 epochs × 2975 images / batch 16
+    max_minutes: float = 0.0  # stop (checkpoint, final validation) after this much training time; 0: no limit
     steps: tuple[int, ...] = (22313, 26775)  # ×gamma at epochs 120 and 144
     gamma: float = 0.1
     poly_power: float = 0.9

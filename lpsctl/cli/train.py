@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lpsctl.cli.options import CONFIG, SET, resolve_config
-from lpsctl.engine.train import Mode, TrainSummary, train
-from lpsctl.engine.validation import validate
+
+if TYPE_CHECKING:  # the engine (torch) is imported when a command runs, so `lpsctl --help` starts fast
+    from lpsctl.engine.train import Mode, TrainSummary
 
 app = typer.Typer(help="Train the joint model (eps) or the instance-only SOLOv2 model (solo).", no_args_is_help=True)
 console = Console()
@@ -75,6 +77,9 @@ def _run(
             terms = " ".join(f"{k.removeprefix('loss_')}={v:.3f}" for k, v in values.items() if k.startswith("loss"))
             status = f"{terms} lr={values['lr']:.2e} {values['images_per_s']:.1f} img/s"
             progress.update(task, completed=iteration, total=total, status=status)
+
+        from lpsctl.engine.train import train
+        from lpsctl.engine.validation import validate
 
         summary = train(
             config,

@@ -3,7 +3,7 @@ errors."""
 
 from __future__ import annotations
 
-import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (train one with `lpsctl train eps|solo --out DIR`)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" on files that are not checkpoints
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the weights-only unpickler raises many kinds (IndexError, KeyError…) on garbage
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: not a valid lpsctl checkpoint ({first_line})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:

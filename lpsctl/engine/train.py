@@ -90,12 +90,16 @@ def train(
     best = state.get("best_metric") if state else None
     max_iters, solver = config.solver.max_iters, config.solver
     iteration, saved_at, interrupted = start, start, False
+    deadline = time.monotonic() + 60 * solver.max_minutes if solver.max_minutes > 0 else None
     try:
         with distributed.StopRequest(escalate=not info.enabled) as stop:
             while iteration < max_iters:
                 values = parts.step(next(batches).to(device), config, info, iteration, run)
                 iteration += 1
-                if info.is_main and (iteration % solver.log_period == 0 or iteration == max_iters):
+                # solver.max_minutes: this iteration becomes the last one (final validation, last.pt)
+                out_of_time = distributed.broadcast_flag(deadline is not None and time.monotonic() > deadline, info)
+                last = iteration == max_iters or out_of_time
+                if info.is_main and (iteration % solver.log_period == 0 or last):
                     run.log_metrics({"iteration": iteration, **values})
                 if on_step is not None and info.is_main:
                     try:
@@ -103,7 +107,7 @@ def train(
                     except KeyboardInterrupt:
                         stop.requested = True  # stop like Ctrl-C: at this iteration's end, on every rank
                 evaluate_now = solver.eval_period > 0 and iteration % solver.eval_period == 0
-                if validate is not None and (evaluate_now or iteration == max_iters):
+                if validate is not None and (evaluate_now or last):
                     best, improved = _validate(run, parts.model, config, device, mode, validate, iteration, best, info)
                     if improved and info.is_main:
                         parts.save(run.best, config, iteration, best)
@@ -114,6 +118,9 @@ def train(
                     saved_at = iteration
                 if distributed.broadcast_flag(stop.requested, info):
                     interrupted = True
+                    break
+                if out_of_time:
+                    log.info("solver.max_minutes (%g) reached at iteration %d", solver.max_minutes, iteration)
                     break
     except KeyboardInterrupt:  # a second Ctrl-C (single process): at once, even mid-step; still worth a last.pt
         interrupted = True

@@ -188,6 +188,20 @@ def test_last_checkpoint_carries_the_best_metric_of_its_iteration(prepared_root:
     assert last["best_metric"] == best["best_metric"] == summary.best_metric
 
 
+def test_time_budget_ends_the_run_with_validation_and_a_checkpoint(prepared_root: Path, tmp_path: Path):
+    overrides = tiny_overrides(prepared_root, solver__max_iters=50, solver__max_minutes=1e-6)
+    metrics: list[float] = []
+
+    def counting_validate(*args) -> dict[str, float]:
+        metrics.append(1.0)
+        return validate(*args)
+
+    summary = train(load_config(SYNTHETIC_EPS, overrides), tmp_path / "run", mode="eps", validate=counting_validate)
+    assert summary.iterations == 1 and not summary.interrupted
+    assert metrics == [1.0]  # the final validation ran once
+    assert checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 1
+
+
 def _nan_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
     """The model's loss returns NaN for its `call`-th evaluation (counting from 1)."""
     original, calls = PanopticNet.loss, []

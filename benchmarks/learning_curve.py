@@ -1,0 +1,70 @@
+"""The synthetic learning curve: val PQ of `train eps` on the default synthetic dataset after M minutes of CPU training.
+
+For each budget the script times a few iterations, sizes `solver.max_iters` so the schedule ends with the budget,
+trains with `solver.max_minutes` as a hard stop, then fuses and evaluates the val split (validation time excluded).
+The default synthetic dataset (`lpsctl data synth`: 48 train / 16 val images of 256×512) is made if missing.
+
+Run: python benchmarks/learning_curve.py [--minutes 5 10] [--root data/cityscapes] [--config configs/synthetic_eps.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lpsctl.config import load_config
+from lpsctl.data.cityscapes import panoptic_json
+from lpsctl.data.prepare import prepare
+from lpsctl.data.synthetic import synthesize
+from lpsctl.engine.inference import load_model
+from lpsctl.engine.train import train
+from lpsctl.engine.validation import validate
+
+
+def seconds_per_iteration(config_path: str, overrides: list[str], probe_iterations: int = 4) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        config = load_config(config_path, [*overrides, f"solver.max_iters={probe_iterations}", "solver.warmup_iters=0"])
+        times: list[float] = []
+        train(config, Path(folder), mode="eps", on_step=lambda i, n, v: times.append(time.perf_counter()))
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 10.0])
+    parser.add_argument("--root", default="data/cityscapes")
+    parser.add_argument("--config", default="configs/synthetic_eps.yaml")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--out", default="runs/learning_curve")
+    args = parser.parse_args()
+    root = Path(args.root)
+    if not panoptic_json(root, "val").is_file():
+        synthesize(root, counts={"train": 48, "val": 16}, height=256, width=512, seed=0, workers=2)
+        prepare(root, workers=2)
+    overrides = [f"data.root={root}", "solver.eval_period=0", *args.overrides]
+    pace = seconds_per_iteration(args.config, overrides)
+    print(
+        f"{pace:.2f} s/iteration ({torch.get_num_threads()} threads); config {args.config} {' '.join(args.overrides)}"
+    )
+    print("| CPU minutes | iterations | PQ | SQ | RQ | PQ things | PQ stuff |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for minutes in args.minutes:
+        iterations = max(1, int(minutes * 60 / pace))
+        config = load_config(
+            args.config, [*overrides, f"solver.max_iters={iterations}", f"solver.max_minutes={minutes}"]
+        )
+        summary = train(config, Path(args.out) / f"{minutes:g}min", mode="eps", overwrite=True)
+        model, model_config = load_model(summary.last_checkpoint, torch.device("cpu"))
+        metrics = validate(model, model_config, torch.device("cpu"), "eps")
+        print(
+            f"| {minutes:g} | {summary.iterations} | {metrics['pq']:.1f} | {metrics['sq']:.1f} | {metrics['rq']:.1f} "
+            f"| {metrics['pq_things']:.1f} | {metrics['pq_stuff']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Training throughput (images/s) and peak memory of the joint model, one configuration per child process.
+
+Each case runs a few SGD iterations of `PanopticNet` (forward, losses, backward, step) on a batch of random images
+with a few square instances, after one warm-up iteration. Peak memory is the child's max RSS on CPU, or
+`torch.cuda.max_memory_allocated` on CUDA.
+
+Run: python benchmarks/train_speed.py [--iterations 3] [--device cpu|cuda] [--cases b0:256x512:4 b5:512x1024:1]
+     [--norms torch iabn] [--amp off|fp16|bf16] [--channels-last]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+LIGHT = ["solo.stacked_convs=2", "solo.head_channels=256", "solo.kernel_dim=128"]
+
+
+def run_case(backbone: str, height: int, width: int, batch: int, norm: str, args: argparse.Namespace) -> dict:
+    from lpsctl.config import load_config
+    from lpsctl.models import build_model
+
+    overrides = [f"model.backbone=efficientnet-{backbone}", f"model.norm={norm}"] + (LIGHT if backbone == "b0" else [])
+    model = build_model(load_config(None, overrides)).to(args.device).train()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    images = torch.randn(batch, 3, height, width, device=args.device)
+    semantic = torch.randint(0, 19, (batch, height, width), device=args.device)
+    masks = torch.zeros(4, height, width, dtype=torch.bool, device=args.device)
+    for k in range(4):  # four squares of growing size
+        size = height // (8 - k)
+        masks[k, k * size // 2 : k * size // 2 + size, k * size : k * size + size] = True
+    classes = torch.tensor([0, 2, 3, 7], device=args.device)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp)
+    scaler = torch.amp.GradScaler(args.device, enabled=args.amp == "fp16")
+
+    def step() -> None:
+        with torch.autocast(args.device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            outputs = model(images)
+        loss = sum(model.loss(outputs, semantic, [masks] * batch, [classes] * batch, None).values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    step()
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.iterations):
+        step()
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / args.iterations
+    if args.device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB → GiB
+    return {"seconds_per_iteration": seconds, "images_per_s": batch / seconds, "peak_gib": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=["b0:256x512:4", "b5:512x1024:1"], help="backbone:HxW:batch")
+    parser.add_argument("--norms", nargs="+", default=["torch", "iabn"])
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        backbone, size, batch, norm = args.child.split(":")
+        height, width = map(int, size.split("x"))
+        print(json.dumps(run_case(backbone, height, width, int(batch), norm, args)))
+        return
+    from lpsctl.models.norm import iabn_available
+
+    norms = [n for n in args.norms if n != "iabn" or iabn_available()]
+    cpu = next(
+        (line.split(":")[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), platform.machine()
+    )
+    print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}, amp {args.amp}, "
+          f"channels_last {args.channels_last}, {args.iterations} timed iterations after 1 warm-up")  # fmt: skip
+    print("| model | input | batch | norm | s/iteration | images/s | peak memory (GiB) |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    for case in args.cases:
+        backbone, size, batch = case.split(":")
+        for norm in norms:
+            command = [sys.executable, __file__, "--child", f"{case}:{norm}", "--iterations", str(args.iterations),
+                       "--device", args.device, "--amp", args.amp] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            result = json.loads(output)
+            print(f"| {backbone.upper()} | {size} | {batch} | {norm} | {result['seconds_per_iteration']:.2f} | "
+                  f"{result['images_per_s']:.2f} | {result['peak_gib']:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
