@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -98,7 +99,8 @@ def main() -> None:
         backbone, size, batch = case.split(":")
         for norm in norms:
             command = [sys.executable, __file__, "--child", f"{case}:{norm}", "--iterations", str(args.iterations),
-                       "--device", args.device, "--amp", args.amp] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
+                       "--device", args.device, "--amp", args.amp]  # fmt: skip
+            command += ["--channels-last"] if args.channels_last else []
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             result = json.loads(output)
             print(f"| {backbone.upper()} | {size} | {batch} | {norm} | {result['seconds_per_iteration']:.2f} | "
