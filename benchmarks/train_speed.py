@@ -88,9 +88,8 @@ def main() -> None:
     from lpsctl.models.norm import iabn_available
 
     norms = [n for n in args.norms if n != "iabn" or iabn_available()]
-    cpu = next(
-        (line.split(":")[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), platform.machine()
-    )
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":")[1].strip() for line in cpuinfo if "model name" in line), platform.machine())
     print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}, amp {args.amp}, "
           f"channels_last {args.channels_last}, {args.iterations} timed iterations after 1 warm-up")  # fmt: skip
     print("| model | input | batch | norm | s/iteration | images/s | peak memory (GiB) |")
