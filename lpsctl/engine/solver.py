@@ -17,7 +17,8 @@ def scaled_lr(cfg: SolverConfig, total_batch: int) -> float:
 
 def build_optimizer(model: nn.Module, cfg: SolverConfig, total_batch: int) -> torch.optim.Optimizer:
     """Weight decay on conv/linear weights only (not on norm parameters and biases), as detectron2 and mmdet do."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
