@@ -45,6 +45,12 @@ class RunDir:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
         with self.metrics.open("a") as file:
             file.write(json.dumps(clean) + "\n")
+        writer = _tensorboard_writer(self.path)
+        if writer is not None and "iteration" in values:
+            for key, value in clean.items():
+                if key != "iteration" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, values["iteration"])
+            writer.flush()
 
     def drop_metrics_after(self, iteration: int) -> None:
         """Forget the lines of iterations after `iteration`: a resumed run logs them again (and a line cut short by a
@@ -108,3 +114,19 @@ def _iteration_of(line: str) -> float:
         return float(json.loads(line)["iteration"])
     except (ValueError, KeyError, TypeError):
         return math.inf
+
+
+_writers: dict[Path, Any] = {}
+
+
+def _tensorboard_writer(folder: Path) -> Any:
+    """A TensorBoard SummaryWriter into the run folder when tensorboard is installed (`pip install '.[tensorboard]'`),
+    else None; one per folder and process."""
+    if folder not in _writers:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            _writers[folder] = None
+        else:
+            _writers[folder] = SummaryWriter(log_dir=str(folder))
+    return _writers[folder]

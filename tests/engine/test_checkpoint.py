@@ -92,3 +92,14 @@ def test_mismatch_ignores_where_weights_came_from():
     assert config_mismatch(a, b) == []
     c = to_dict(load_config(None, ["solo.grids=[12]"]))
     assert config_mismatch(a, c) == ["solo.grids: [40, 36, 24, 16, 12] in the checkpoint, [12] now"]
+
+
+def test_metrics_go_to_jsonl_and_to_tensorboard_when_installed(tmp_path: Path):
+    run = RunDir(tmp_path)
+    run.log_metrics({"iteration": 1, "loss": 2.5, "val/pq": float("nan")})
+    assert run.metrics.read_text() == '{"iteration": 1, "loss": 2.5, "val/pq": null}\n'
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return  # optional: without it there are only the JSON lines
+    assert list(tmp_path.glob("events.out.tfevents.*"))
