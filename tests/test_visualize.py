@@ -10,12 +10,12 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 
-from lpsctl.cli.app import main
 from lpsctl.engine.visualize import render_prediction_folder
 from lpsctl.errors import DataError
 from lpsctl.postprocess.panoptic_io import write_panoptic, write_panoptic_json
 from lpsctl.structures import PanopticPrediction
 from lpsctl.visualize import VOID_COLOR, color_panoptic, draw_overlay, instance_color
+from tests.cli_runner import run_lpsctl as run
 from tests.tiny_models import write_checkpoint
 
 ROAD, SKY, CAR = name2label["road"].id, name2label["sky"].id, name2label["car"].id
@@ -117,14 +117,6 @@ def user_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.fromarray(rng.integers(0, 256, (45, 130, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
     Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(folder / "photo.jpg", quality=90)
     return folder
-
-
-def run(*args: object) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def _sizes(folder: Path) -> dict[str, tuple[int, ...]]:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from lpsctl import __version__
 from lpsctl.cli import config_cmd, data, train
+from lpsctl.cli.demo import demo_command
 from lpsctl.cli.evaluate import eval_command
 from lpsctl.cli.predict import export_masks_command, fuse_command
 from lpsctl.cli.visualize_cmd import visualize_command
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("demo")(demo_command)
 app.add_typer(data.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(train.app, name="train")

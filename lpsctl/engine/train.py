@@ -112,7 +112,7 @@ def train(
                     if improved and info.is_main:
                         parts.save(run.best, config, iteration, best)
                 # after validation: last.pt carries the best metric, or a resumed run could overwrite best.pt
-                if iteration % solver.checkpoint_period == 0 and iteration < max_iters:
+                if iteration % solver.checkpoint_period == 0 and not last:
                     if info.is_main:
                         parts.save(run.last, config, iteration, best)
                     saved_at = iteration
@@ -130,7 +130,7 @@ def train(
     if interrupted and info.is_main:
         log.warning("interrupted at iteration %d; writing %s", iteration, run.last)
     if info.is_main and iteration > saved_at:
-        parts.save(run.last, config, iteration, best)
+        parts.save(run.last, config, iteration, best, finished=not interrupted)
     distributed.barrier(info)
     distributed.shutdown(info)
     return TrainSummary(run.path, iteration, run.last, run.best if run.best.exists() else None, best, interrupted)
@@ -174,7 +174,8 @@ class _Parts:
         self.window_start = now
         return values
 
-    def save(self, path: Path, config: Config, iteration: int, best: float | None) -> None:
+    def save(self, path: Path, config: Config, iteration: int, best: float | None, finished: bool = False) -> None:
+        """finished: the run ended normally (max_iters or solver.max_minutes), as opposed to a periodic save."""
         save_checkpoint(
             path,
             {
@@ -188,6 +189,7 @@ class _Parts:
                 "config": to_dict(config),
                 "norm": self.model.norm_name,
                 "kind": "eps" if self.model.semantic_head is not None else "solo",
+                "finished": finished,
             },
         )
 

@@ -54,10 +54,10 @@ def overlay_predictions(
 
 
 def render_prediction_folder(
-    pred_dir: Path, out: Path, *, images: Path | None = None, side_by_side: bool = False
+    pred_dir: Path, out: Path, *, images: Path | None = None, side_by_side: bool = False, limit: int | None = None
 ) -> list[Path]:
-    """Draw every image of a prediction folder; on its input image when `images` (a folder searched recursively,
-    e.g. `data/cityscapes/leftImg8bit/val`) holds it, else the colours alone."""
+    """Draw every image (the first `limit`) of a prediction folder; on its input image when `images` (a folder
+    searched recursively, e.g. `data/cityscapes/leftImg8bit/val`) holds it, else the colours alone."""
     content = read_panoptic_json(pred_dir / PANOPTIC_JSON)
     if images is not None and not images.is_dir():
         raise DataError(f"--images {images}: folder not found")
@@ -65,7 +65,7 @@ def render_prediction_folder(
     if images is not None:
         index |= {p.stem: p for p in images.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}}
     written = []
-    for annotation in content["annotations"]:
+    for annotation in content["annotations"][:limit]:
         ids = read_panoptic_png(pred_dir / PANOPTIC_FOLDER / annotation["file_name"])
         image_id = annotation["image_id"]
         if image_id in index:

@@ -20,23 +20,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from lpsctl import __version__
-from lpsctl.cli.app import main
 from lpsctl.config import from_dict, load_config
 from lpsctl.data.cityscapes import THING_LABEL_IDS, coco_json, list_images, panoptic_folder, panoptic_json
 from lpsctl.evaluation.pq import evaluate_panoptic
 from lpsctl.postprocess.panoptic_io import read_panoptic_png
+from tests.cli_runner import run_lpsctl as run
 from tests.tiny_models import CONFIG_FILE, ROAD, gt_mask_results, write_checkpoint
 
 SPLIT = "val"
-
-
-def run(*args: object) -> int:
-    """`lpsctl ARGS` in this process; the exit code (0 when the command returns normally)."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

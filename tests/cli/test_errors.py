@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lpsctl.cli.app import main
+from tests.cli_runner import run_lpsctl
 from tests.tiny_models import write_checkpoint
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     """Exit code, stdout and stderr of `lpsctl ARGS` run in this process."""
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
+    code = run_lpsctl(*args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
