@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ import numpy as np
 from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
+from lpsctl.atomic import atomic_path
 from lpsctl.data import coco
 from lpsctl.data.check import image_size, read_instance_ids, read_polygons, same_size, split_folders
 from lpsctl.data.cityscapes import Paths, coco_json, list_images, panoptic_folder, panoptic_json
@@ -252,18 +253,6 @@ def convert_panoptic_chunk(job: tuple[list[str], str, str]) -> dict[str, Any]:
         convert2panoptic(cityscapesPath=str(inputs), outputFolder=str(output), useTrainId=False, setNames=[split])
     log.debug("convert2panoptic: %s", chatter.getvalue())
     return json.loads((output / f"cityscapes_panoptic_{split}.json").read_text())
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """A temp path beside `final` (same suffix, so PIL picks the format), renamed onto `final` on success and
-    removed otherwise: a final name never holds a half-written file."""
-    temp = final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")
-    try:
-        yield temp
-        os.replace(temp, final)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _progress(progress: ProgressCallback | None, description: str, sizes: list[int]) -> Callable[[int], None]:

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 
 from lpsctl.data import coco
 from lpsctl.data.cityscapes import coco_json, label_id_to_train_id_lut, list_images, panoptic_folder, panoptic_json
-from lpsctl.data.prepare import atomic_path, prepare
+from lpsctl.data.prepare import prepare
 from lpsctl.errors import DataError
 
 THING_LABEL_IDS = {24, 25, 26, 27, 28, 31, 32, 33}
@@ -201,18 +201,6 @@ def test_parallel_equals_serial_and_one_convert2panoptic_run(synthetic_root: Pat
         assert (single / panoptic_json(root, split).name).read_bytes() == panoptic_json(root, split).read_bytes()
         for png in (single / panoptic_folder(root, split).name).iterdir():
             np.testing.assert_array_equal(read(png), read(panoptic_folder(root, split) / png.name))
-
-
-def test_atomic_path_leaves_no_partial_file(tmp_path: Path):
-    final = tmp_path / "out.json"
-    final.write_text("old")
-    with pytest.raises(KeyboardInterrupt), atomic_path(final) as temp:
-        temp.write_text("half")
-        raise KeyboardInterrupt
-    assert final.read_text() == "old" and list(tmp_path.iterdir()) == [final]
-    with atomic_path(final) as temp:
-        temp.write_text("new")
-    assert final.read_text() == "new" and list(tmp_path.iterdir()) == [final]
 
 
 def _edit_polygons(edit):
