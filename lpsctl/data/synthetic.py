@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,7 @@ from cityscapesscripts.preparation.json2instanceImg import json2instanceImg
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image, ImageDraw, ImageFilter
 
+from lpsctl.atomic import atomic_path
 from lpsctl.data import synthetic_scene as scene
 from lpsctl.data.cityscapes import SPLITS, THING_NAMES, Paths
 from lpsctl.errors import ConfigError, DataError
@@ -320,12 +320,8 @@ def _run(function: Callable[[tuple], None], tasks: list[tuple], workers: int) ->
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """`write(temporary)` next to `path` (same suffix, so writers infer the format), then rename it into place."""
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _write_image(task: tuple[Path, str, int, int, int, int]) -> None:
