@@ -1,0 +1,101 @@
+"""Inference latency per image, broken down by stage, and the achieved GFLOP/s against this machine's matmul peak.
+
+Stages: backbone + 2-way FPN, semantic head, SOLOv2 head (forward), SOLOv2 decoding (point NMS, masks, Matrix NMS,
+resize), panoptic fusion. Weights are random (a fresh model), whose category scores (≈ 0.01) would pass no threshold:
+decoding therefore runs with `solo.score_threshold=0`, so every local maximum of the category maps becomes a candidate
+whose mask is computed — a pessimistic bound (random kernels give weak masks, so none survives to the end). FLOPs of
+the network forward come from `torch.utils.flop_counter` (a multiply-add counts 2); the peak is the best of a few float32 4096×4096 matmuls in the same process.
+
+Run: python benchmarks/inference_latency.py [--backbones b5 b0] [--height 1024 --width 2048] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lpsctl.config import load_config
+from lpsctl.engine.fuse import fuse_one
+from lpsctl.models import build_model
+from lpsctl.postprocess.solov2_decode import decode_solov2
+
+LIGHT = ["solo.stacked_convs=2", "solo.head_channels=256", "solo.kernel_dim=128"]
+
+
+def best_time(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    result, best = None, float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def matmul_peak_gflops(size: int = 4096, repeats: int = 3) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds, _ = best_time(lambda: a @ b, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def profile(backbone: str, height: int, width: int, repeats: int) -> dict[str, float]:
+    overrides = [f"model.backbone=efficientnet-{backbone}", "model.norm=torch"] + (LIGHT if backbone == "b0" else [])
+    config = load_config(None, overrides)
+    model = build_model(config).eval()
+    images = torch.randn(1, 3, height, width)
+    with torch.inference_mode():
+        features_time, features = best_time(lambda: model.fpn(model.backbone(images)), repeats)
+        semantic_time, semantic = best_time(lambda: model.semantic_head(features), repeats)
+        solo_time, solo = best_time(lambda: model.instance_head(features), repeats)
+        sizes = [(height, width)]
+        busy = replace(config.solo, score_threshold=0.0)
+        decode_time, instances = best_time(lambda: decode_solov2(solo, sizes, sizes, busy), repeats)
+        fusion_time, _ = best_time(lambda: fuse_one(semantic[0], instances[0], config.fusion), repeats)
+        with FlopCounterMode(display=False) as counter:
+            model(images)
+    network = features_time + semantic_time + solo_time
+    return {
+        "backbone + FPN": features_time,
+        "semantic head": semantic_time,
+        "SOLOv2 head": solo_time,
+        "SOLOv2 decoding + Matrix NMS": decode_time,
+        "panoptic fusion": fusion_time,
+        "total": network + decode_time + fusion_time,
+        "gflops": counter.get_total_flops() / 1e9,
+        "network_seconds": network,
+        "instances": float(len(instances[0])),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=["b5", "b0"])
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    peak = matmul_peak_gflops()
+    machine = f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    size = f"1×3×{args.height}×{args.width}"
+    print(f"{machine}; float32 matmul peak {peak:.1f} GFLOP/s; input {size}, best of {args.repeats}")
+    for backbone in args.backbones:
+        result = profile(backbone, args.height, args.width, args.repeats)
+        achieved = result["gflops"] / result["network_seconds"]
+        print(f"\nEfficientNet-{backbone.upper()} ({result['instances']:.0f} instances decoded)")
+        print("| stage | seconds |")
+        print("|---|---:|")
+        for stage in ("backbone + FPN", "semantic head", "SOLOv2 head", "SOLOv2 decoding + Matrix NMS",
+                      "panoptic fusion", "total"):  # fmt: skip
+            print(f"| {stage} | {result[stage]:.3f} |")
+        print(f"network forward: {result['gflops']:.0f} GFLOP, {achieved:.1f} GFLOP/s = {100 * achieved / peak:.0f} % "
+              "of the matmul peak")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
