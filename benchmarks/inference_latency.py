@@ -4,7 +4,8 @@ Stages: backbone + 2-way FPN, semantic head, SOLOv2 head (forward), SOLOv2 decod
 resize), panoptic fusion. Weights are random (a fresh model), whose category scores (≈ 0.01) would pass no threshold:
 decoding therefore runs with `solo.score_threshold=0`, so every local maximum of the category maps becomes a candidate
 whose mask is computed — a pessimistic bound (random kernels give weak masks, so none survives to the end). FLOPs of
-the network forward come from `torch.utils.flop_counter` (a multiply-add counts 2); the peak is the best of a few float32 4096×4096 matmuls in the same process.
+the network forward come from `torch.utils.flop_counter` (a multiply-add counts 2); the peak is the best of a few
+float32 4096×4096 matmuls in the same process.
 
 Run: python benchmarks/inference_latency.py [--backbones b5 b0] [--height 1024 --width 2048] [--repeats 2]
 """
