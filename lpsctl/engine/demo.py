@@ -16,17 +16,14 @@ import torch
 
 from lpsctl.atomic import write_text_atomic
 from lpsctl.config import load_config
-from lpsctl.data.cityscapes import panoptic_folder, panoptic_json
 from lpsctl.data.prepare import prepare
 from lpsctl.data.synthetic import synthesize
 from lpsctl.engine.checkpoint import load_checkpoint
-from lpsctl.engine.fuse import fuse_predictions, prepare_output
+from lpsctl.engine.fuse import prepare_output
 from lpsctl.engine.inference import load_model, predict, split_dataset
 from lpsctl.engine.train import StepCallback, train
+from lpsctl.engine.validation import fuse_and_evaluate
 from lpsctl.engine.visualize import render_prediction_folder
-from lpsctl.evaluation.pq import evaluate_panoptic
-from lpsctl.evaluation.semantic import evaluate_semantic
-from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER, PANOPTIC_JSON
 from lpsctl.structures import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -104,16 +101,7 @@ def _fuse_and_evaluate(
     model, config = load_model(checkpoint, device, need="semantic")
     prepare_output(predictions, overwrite=True)  # derived from the checkpoint: remade whenever it changes
     dataset = split_dataset(config, root, "val")
-    fuse_predictions(predict(model, dataset, config, device, progress=progress), predictions, config.fusion)
-    metrics = evaluate_panoptic(
-        panoptic_json(root, "val"),
-        panoptic_folder(root, "val"),
-        predictions / PANOPTIC_JSON,
-        predictions / PANOPTIC_FOLDER,
-        workers=workers,
-        progress=progress,
-    )
-    semantic = evaluate_semantic(root, "val", predictions, workers=workers, progress=progress)
-    metrics |= {"miou": semantic["miou"], "semantic": semantic}
+    predicted = predict(model, dataset, config, device, progress=progress)
+    metrics = fuse_and_evaluate(predicted, config, root, "val", predictions, workers=workers, progress=progress)
     write_text_atomic(predictions / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

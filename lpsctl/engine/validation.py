@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,8 +16,10 @@ from lpsctl.engine.fuse import fuse_predictions
 from lpsctl.engine.inference import predict, split_dataset
 from lpsctl.evaluation.coco import evaluate_masks
 from lpsctl.evaluation.pq import evaluate_panoptic
-from lpsctl.models import PanopticNet
+from lpsctl.evaluation.semantic import evaluate_semantic
+from lpsctl.models import PanopticNet, Prediction
 from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER
+from lpsctl.structures import ProgressCallback
 
 
 def validate(model: PanopticNet, config: Config, device: torch.device, mode: str) -> dict[str, float]:
@@ -24,15 +28,32 @@ def validate(model: PanopticNet, config: Config, device: torch.device, mode: str
     predictions = predict(model, split_dataset(config, root, split), config, device)
     with tempfile.TemporaryDirectory(prefix="lpsctl-val-") as folder:
         if mode == "eps":
-            pred_json = fuse_predictions(predictions, Path(folder), config.fusion)
-            result = evaluate_panoptic(
-                panoptic_json(root, split), panoptic_folder(root, split), pred_json, Path(folder) / PANOPTIC_FOLDER
-            )
-            return panoptic_summary(result)
+            return panoptic_summary(fuse_and_evaluate(predictions, config, root, split, Path(folder)))
         masks_path = Path(folder) / "masks.json"
         export_masks(predictions, masks_path, coco_image_ids(coco_json(root, split)))
         result = evaluate_masks(coco_json(root, split), masks_path)
         return {key.lower(): 100 * (result[key] or 0.0) for key in ("AP", "AP50", "AP75")}
+
+
+def fuse_and_evaluate(
+    predictions: Iterable[Prediction],
+    config: Config,
+    root: Path,
+    split: str,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Fuse into the prediction folder `out_dir`, then PQ (`evaluate_panoptic`'s result) and mIoU (`miou`,
+    `semantic`) against the split's ground truth."""
+    pred_json = fuse_predictions(predictions, out_dir, config.fusion)
+    gt_json, gt_folder = panoptic_json(root, split), panoptic_folder(root, split)
+    result = evaluate_panoptic(
+        gt_json, gt_folder, pred_json, out_dir / PANOPTIC_FOLDER, workers=workers, progress=progress
+    )
+    semantic = evaluate_semantic(root, split, out_dir, workers=workers, progress=progress)
+    return result | {"miou": semantic["miou"], "semantic": semantic}
 
 
 def panoptic_summary(result: dict) -> dict[str, float]:
@@ -40,4 +61,5 @@ def panoptic_summary(result: dict) -> dict[str, float]:
     summary = {key: 100 * result["All"][key] for key in ("pq", "sq", "rq")}
     summary["pq_things"] = 100 * result["Things"]["pq"]
     summary["pq_stuff"] = 100 * result["Stuff"]["pq"]
+    summary["miou"] = 100 * result["miou"]
     return summary
