@@ -21,6 +21,12 @@ def synth(
     height: int = typer.Option(256, "--height", min=64, help="Image height in pixels."),
     width: int = typer.Option(512, "--width", min=64, help="Image width in pixels."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same dataset."),
+    style: str = typer.Option(
+        "street",
+        "--style",
+        help="What the scenes hold: street (all 19 classes, crowds, street furniture) or basic (road, sidewalk, "
+        "building, vegetation, sky, cars and people: learnable from scratch in minutes, used by `lpsctl demo`).",
+    ),
     workers: int = WORKERS,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing synthetic dataset."),
 ) -> None:
@@ -34,6 +40,7 @@ def synth(
             height=height,
             width=width,
             seed=seed,
+            style=style,
             workers=workers,
             overwrite=overwrite,
             progress=update,

@@ -51,6 +51,7 @@ class SynthReport:
     width: int
     seed: int
     written: int
+    style: str = "street"
 
     @property
     def total(self) -> int:
@@ -58,7 +59,7 @@ class SynthReport:
 
     def __str__(self) -> str:
         splits = ", ".join(f"{split} {count}" for split, count in self.counts.items())
-        text = f"{self.total} images ({splits}, {self.height}×{self.width}) in {self.root}"
+        text = f"{self.total} {self.style} images ({splits}, {self.height}×{self.width}) in {self.root}"
         if self.written < self.total:
             text += f" (reused {self.total - self.written} complete images)"
         return text
@@ -78,14 +79,16 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def generate(
-    seed: int, split: str, index: int, height: int, width: int
+    seed: int, split: str, index: int, height: int, width: int, style: str = "street"
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Scene and rendering of one image: (polygons JSON dict, image uint8[H, W, 3], label ids uint8[H, W]); the label
     ids are the renderer's own region map, which json2labelImg reproduces from the JSON."""
     rng = image_rng(seed, split, index)
-    # two featured classes per image, cycling: any 4 consecutive images hold all 8 thing classes
-    featured = (THING_NAMES[index % len(THING_NAMES)], THING_NAMES[(index + 4) % len(THING_NAMES)])
-    objects = scene.make_scene(rng, height, width, featured)
+    rules = scene.STYLES[style]
+    # two featured classes per image, cycling: any 4 consecutive images hold all 8 thing classes of `street`
+    names = [name for name in THING_NAMES if name in rules.thing_names]
+    featured = (names[index % len(names)], names[(index + len(names) // 2) % len(names)])
+    objects = scene.make_scene(rng, height, width, featured, rules)
     image, label_ids = render(objects, height, width, rng)
     annotation = {
         "imgHeight": height,
@@ -221,18 +224,20 @@ def synthesize(
     height: int = 256,
     width: int = 512,
     seed: int = 0,
+    style: str = "street",
     workers: int = 1,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> SynthReport:
-    """Write (or complete) a synthetic dataset under `root`: counts maps split → number of images.
+    """Write (or complete) a synthetic dataset under `root`: counts maps split → number of images; `style` names
+    what the scenes hold (`synthetic_scene.STYLES`).
 
     Images already complete on disk for the same parameters are kept (the output is deterministic); a root holding
     anything else is refused; `overwrite` replaces a previous synthetic dataset (only the folders it owns)."""
     root = Path(root)
-    counts = _validate(counts, height, width, workers)
+    counts = _validate(counts, height, width, workers, style)
     parameters = {"format": "lpsctl-synthetic", "version": FORMAT_VERSION, "counts": counts, "height": height,
-                  "width": width, "seed": seed}  # fmt: skip
+                  "width": width, "seed": seed, "style": style}  # fmt: skip
     _claim_root(root, parameters, overwrite)
     written = 0
     for split, count in counts.items():
@@ -240,16 +245,19 @@ def synthesize(
         done = count - len(missing)
         if progress is not None:
             progress(f"synth {split}", done, count)
-        for _ in _run(_write_image, [(root, split, index, height, width, seed) for index in missing], workers):
+        tasks = [(root, split, index, height, width, seed, style) for index in missing]
+        for _ in _run(_write_image, tasks, workers):
             done, written = done + 1, written + 1
             if progress is not None:
                 progress(f"synth {split}", done, count)
     logger.info("synthetic dataset: %d images written, %d reused in %s", written, sum(counts.values()) - written, root)
-    return SynthReport(root, counts, height, width, seed, written)
+    return SynthReport(root, counts, height, width, seed, written, style)
 
 
-def _validate(counts: dict[str, int], height: int, width: int, workers: int) -> dict[str, int]:
+def _validate(counts: dict[str, int], height: int, width: int, workers: int, style: str) -> dict[str, int]:
     """The counts without empty splits, in the canonical split order; ConfigError for anything unusable."""
+    if style not in scene.STYLES:
+        raise ConfigError(f"unknown synthetic style {style!r}; choose one of: {', '.join(scene.STYLES)}")
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or value < MIN_SIZE:
             raise ConfigError(f"synthetic image {name} must be an integer ≥ {MIN_SIZE} pixels (got {value!r})")
@@ -268,7 +276,8 @@ def _validate(counts: dict[str, int], height: int, width: int, workers: int) -> 
 
 def _describe(parameters: dict[str, Any]) -> str:
     counts = ", ".join(f"{split} {count}" for split, count in dict(parameters.get("counts", {})).items())
-    return f"{counts}, {parameters.get('height')}×{parameters.get('width')}, seed {parameters.get('seed')}"
+    size = f"{parameters.get('height')}×{parameters.get('width')}"
+    return f"{counts}, {size}, seed {parameters.get('seed')}, style {parameters.get('style', 'street')}"
 
 
 def _claim_root(root: Path, parameters: dict[str, Any], overwrite: bool) -> None:
@@ -281,6 +290,8 @@ def _claim_root(root: Path, parameters: dict[str, Any], overwrite: bool) -> None
             previous = json.loads(manifest.read_text())
         except (OSError, ValueError):
             previous = None
+        if isinstance(previous, dict):
+            previous.setdefault("style", "street")  # manifests from before styles existed
         if previous == parameters and not overwrite:
             return
         if not overwrite:
@@ -324,11 +335,11 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         write(temporary)
 
 
-def _write_image(task: tuple[Path, str, int, int, int, int]) -> None:
+def _write_image(task: tuple[Path, str, int, int, int, int, str]) -> None:
     """Generate one image and write its five files; the label PNGs come from cityscapesscripts reading the JSON."""
-    root, split, index, height, width, seed = task
+    root, split, index, height, width, seed, style = task
     paths = image_paths(root, split, index)
-    annotation, image, _ = generate(seed, split, index, height, width)
+    annotation, image, _ = generate(seed, split, index, height, width, style)
     paths.image.parent.mkdir(parents=True, exist_ok=True)
     paths.gt("polygons.json").parent.mkdir(parents=True, exist_ok=True)
     polygons = paths.gt("polygons.json")

@@ -16,7 +16,8 @@ BODY, GLASS, DARK, LAMP, SKIN, SECONDARY, LIGHT, TAIL = range(8)
 Part = tuple[int, np.ndarray]
 
 #: (hue, saturation, value) ranges per appearance kind — wide on purpose, so a class is never a colour lookup
-_PALETTES: dict[str, tuple[tuple[float, float], ...]] = {
+HSVBox = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]  # (low, high) of hue, saturation, value
+_PALETTES: dict[str, HSVBox] = {
     "sky": ((0.5, 0.68), (0.0, 0.55), (0.6, 1.0)),
     "building": ((0.0, 0.17), (0.0, 0.45), (0.25, 0.85)),
     "road": ((0.0, 1.0), (0.0, 0.12), (0.18, 0.55)),
@@ -32,9 +33,10 @@ _PALETTES: dict[str, tuple[tuple[float, float], ...]] = {
 }
 
 
-def sample_colour(rng: np.random.Generator, palette: str) -> np.ndarray:
-    """float[3] RGB in 0-255 drawn from a palette's HSV box."""
-    hue, saturation, value = (rng.uniform(*bounds) for bounds in _PALETTES[palette])
+def sample_colour(rng: np.random.Generator, palette: str | HSVBox) -> np.ndarray:
+    """float[3] RGB in 0-255 drawn from an HSV box (or the named palette's)."""
+    hsv_box = _PALETTES[palette] if isinstance(palette, str) else palette
+    hue, saturation, value = (rng.uniform(*bounds) for bounds in hsv_box)
     return 255.0 * np.array(colorsys.hsv_to_rgb(hue % 1.0, saturation, value))
 
 
@@ -335,11 +337,55 @@ Unit = tuple[float, list[SceneObject]]  # (depth in metres, objects drawn togeth
 
 
 @dataclass(frozen=True)
+class Style:
+    """What the streets of a dataset may hold."""
+
+    things: tuple[tuple[str, float], ...]  # (thing class, probability of each new thing)
+    counts: tuple[float, ...]  # probability of 0, 1, 2, … thing instances per image (crowds aside)
+    furniture: bool  # poles with traffic signs and lights, trees on the sidewalks
+    extras: bool  # fences, walls, terrain (parks and verges)
+    crowds: bool  # cargroup / persongroup polygons
+    max_depth: float = 55.0  # metres: the farthest a thing stands (its smallest size in the image)
+    # (label, HSV box) colours per class; empty: the wide appearance palettes shared by several classes
+    class_colours: tuple[tuple[str, HSVBox], ...] = ()
+
+    @property
+    def thing_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.things)
+
+
+#: `street`: all 19 classes, crowds and clutter, 0-12 things of 8 classes, colours that overlap between classes (tests,
+#: a benchmark-like mix); `basic`: road, sidewalk, building, vegetation, sky, 1-5 cars and people within 20 m, each
+#: class in its own colour range: learnable from scratch in a few CPU minutes (the demo)
+STYLES = {
+    "street": Style(tuple(_THING_PROBABILITIES.items()), _COUNT_PROBABILITIES, True, True, True),
+    "basic": Style(
+        (("car", 0.55), ("person", 0.45)),
+        (0, 0.2, 0.25, 0.25, 0.2, 0.1),
+        furniture=False,
+        extras=False,
+        crowds=False,
+        max_depth=20.0,  # people ≥ 20 % of the image height (24 px at 128×256)
+        class_colours=(
+            ("sky", ((0.55, 0.62), (0.3, 0.5), (0.75, 0.95))),
+            ("building", ((0.05, 0.1), (0.3, 0.5), (0.45, 0.75))),
+            ("road", ((0.0, 1.0), (0.0, 0.06), (0.25, 0.4))),
+            ("sidewalk", ((0.9, 1.0), (0.15, 0.3), (0.6, 0.8))),
+            ("vegetation", ((0.25, 0.35), (0.5, 0.8), (0.25, 0.5))),
+            ("car", ((0.55, 0.75), (0.6, 0.9), (0.35, 0.8))),
+            ("person", ((0.95, 1.05), (0.6, 0.9), (0.5, 0.9))),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
 class Street:
     camera: Camera
     road: tuple[float, float]  # lateral positions (m) of the left and right kerbs
     facades: tuple[float, float]  # lateral positions (m) of the building fronts
     end: float  # depth (m) where the street ends
+    style: Style = STYLES["street"]
 
 
 def place(points: np.ndarray, camera: Camera, lateral: float, depth: float, mirror: bool = False) -> np.ndarray:
@@ -365,19 +411,27 @@ def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(max(high, low * 1.01)))))
 
 
-def make_scene(rng: np.random.Generator, height: int, width: int, featured: tuple[str, ...] = ()) -> list[SceneObject]:
+def make_scene(
+    rng: np.random.Generator, height: int, width: int, featured: tuple[str, ...] = (), style: Style = STYLES["street"]
+) -> list[SceneObject]:
     """All objects of one street image in drawing order (later over earlier). The first things are of the `featured`
     classes, placed where they stay visible (so that even a small dataset holds every class)."""
     horizon, centre = height * rng.uniform(0.34, 0.48), width * rng.uniform(0.38, 0.62)
     focal = 1.1 * min(width, 2 * height) * rng.uniform(0.9, 1.1)  # Cityscapes: ~2260 px for 2048 px width
     camera = Camera(height, width, horizon, centre, focal, elevation=rng.uniform(1.2, 1.6))
     road = (-rng.uniform(3.5, 9.0), rng.uniform(3.5, 9.0))
-    street = Street(camera, road, (road[0] - rng.uniform(2, 6), road[1] + rng.uniform(2, 6)), rng.uniform(60, 250))
+    facades = (road[0] - rng.uniform(2, 6), road[1] + rng.uniform(2, 6))
+    street = Street(camera, road, facades, rng.uniform(60, 250), style)
     objects = _background(rng, street)
-    units = _furniture(rng, street) + _things(rng, street, featured)
+    units = (_furniture(rng, street) if style.furniture else []) + _things(rng, street, featured)
     for _, unit in sorted(units, key=lambda item: -item[0]):
         objects += unit
     objects += _void(rng, camera)
+    colours = dict(style.class_colours)
+    for obj in objects:  # a style with its own class colours repaints what it lists
+        if obj is not None and obj.label in colours:
+            obj.colour = sample_colour(rng, colours[obj.label])
+            obj.colour2 = obj.colour * rng.uniform(0.35, 0.8)
     if rng.random() < 0.35:  # annotators' deleted polygons: in the JSON, drawn nowhere
         ghost = make_object(rng, "car", place(car_side(rng).outline, camera, 0, rng.uniform(8, 30)), camera, "vehicle")
         if ghost is not None:
@@ -397,20 +451,21 @@ def _background(rng: np.random.Generator, street: Street) -> list[SceneObject | 
         label = "building" if rng.random() < 0.75 else "vegetation"
         heights = np.full(2, rng.uniform(8, 30)) if label == "building" else rng.uniform(5, 14, 6)
         objects.append(_surface(rng, street, label, wall(camera, (lateral0, lateral1), (street.end,) * 2, heights)))
-    parks = [rng.random() < 0.3 for _ in range(2)]
+    extras = street.style.extras
+    parks = [rng.random() < 0.3 for _ in range(2)] if extras else [False, False]
     for side, (facade, kerb) in enumerate(((facade_left, left), (facade_right, right))):
         outer = facade - 60 if side == 0 else facade + 60
         if parks[side]:
             objects.append(_surface(rng, street, "terrain", ground(camera, (outer, facade), (near, far))))
         objects.append(_surface(rng, street, "sidewalk", ground(camera, (facade, kerb), (near, far))))
-        if rng.random() < 0.35:
+        if extras and rng.random() < 0.35:
             strip = kerb + (-1 if side == 0 else 1) * np.array([rng.uniform(0.8, 2.0), 0.2])
             depth = rng.uniform(near + 2, 25)
             objects.append(_surface(rng, street, "terrain", ground(camera, tuple(strip), (depth, depth + 40))))
     objects.append(_road(rng, street, near, far))
     for side, facade in enumerate(street.facades):
         objects += _facades(rng, street, facade, parks[side])
-        if rng.random() < 0.3:
+        if extras and rng.random() < 0.3:
             label, lateral = ("fence", "wall")[int(rng.random() < 0.4)], facade + (0.3 if side == 0 else -0.3)
             start = rng.uniform(2, 15)
             polygon = wall(
@@ -535,9 +590,11 @@ def _tree(rng: np.random.Generator, camera: Camera, lateral: float, depth: float
 
 
 def _things(rng: np.random.Generator, street: Street, featured: tuple[str, ...]) -> list[Unit]:
-    """0-12 thing instances (some side by side; the first ones of the `featured` classes), now and then a crowd."""
-    count = int(rng.choice(len(_COUNT_PROBABILITIES), p=_COUNT_PROBABILITIES))
-    labels, probabilities = list(_THING_PROBABILITIES), list(_THING_PROBABILITIES.values())
+    """Thing instances as many as the style's counts (some side by side; the first ones of the `featured` classes), and
+    now and then a crowd."""
+    style = street.style
+    count = int(rng.choice(len(style.counts), p=style.counts))
+    labels, probabilities = list(style.thing_names), [probability for _, probability in style.things]
     units: list[Unit] = []
     protected: list[Unit] = []  # the featured things and the crowd: what must stay visible
     made = 0
@@ -554,7 +611,7 @@ def _things(rng: np.random.Generator, street: Street, featured: tuple[str, ...])
                 break
             spacing = 1.9 if label == "car" else 0.55
             lateral, depth = lateral + spacing * rng.uniform(0.8, 1.3), depth * rng.uniform(0.97, 1.03)
-    if rng.random() < 0.45:
+    if style.crowds and rng.random() < 0.45:
         label = "cargroup" if rng.random() < 0.5 else "persongroup"
         for _ in range(3):  # a crowd hidden behind a featured thing is tried elsewhere
             group = _group(rng, street, label)
@@ -595,7 +652,7 @@ def _placement(rng: np.random.Generator, street: Street, label: str, near: bool)
     # long vehicles seen from the side stay far enough to fit the image width (else they hide the scene)
     if view in ("left", "right"):
         nearest = max(nearest, camera.focal * _SIDE_LENGTHS.get(label, 0.0) / camera.width)
-    far = 55.0 if label in ("car", "truck", "bus", "train") else 38.0
+    far = min(55.0 if label in ("car", "truck", "bus", "train") else 38.0, street.style.max_depth)
     return lateral, log_uniform(rng, nearest, max(far / 2 if near else far, 1.5 * nearest)), view
 
 

@@ -62,7 +62,7 @@ def test_writes_the_cityscapes_layout(dataset: Path):
             assert points.min() >= 0 and points[:, 0].max() < WIDTH and points[:, 1].max() < HEIGHT
     assert json.loads((dataset / "synthetic.json").read_text()) == {
         "format": "lpsctl-synthetic", "version": synthetic.FORMAT_VERSION, "counts": COUNTS,
-        "height": HEIGHT, "width": WIDTH, "seed": 0,
+        "height": HEIGHT, "width": WIDTH, "seed": 0, "style": "street",
     }  # fmt: skip
     assert not [name for name in files(dataset) if ".tmp" in name]
 
@@ -120,6 +120,35 @@ def test_scenes_hold_the_promised_content(dataset: Path):
     assert min(instance_heights) < 20 and max(instance_heights) > 40
 
 
+def test_basic_style_holds_only_its_classes(tmp_path: Path):
+    root = tmp_path / "basic"
+    make(root, counts={"train": 8}, style="basic")
+    seen_ids, things, counts = set(), Counter(), []
+    for _, _, paths in all_paths(root, {"train": 8}):
+        seen_ids |= set(np.unique(read_png(paths.gt("labelIds.png"))).tolist())
+        ids = [int(v) for v in np.unique(read_png(paths.gt("instanceIds.png"))) if v >= 1000]
+        things.update(v // 1000 for v in ids)
+        counts.append(len(ids))
+    allowed = ("unlabeled", "ego vehicle", "out of roi", "rectification border", "road", "sidewalk", "building",
+               "vegetation", "sky", "car", "person")  # fmt: skip
+    assert seen_ids <= {name2label[name].id for name in allowed}
+    assert {name2label[name].id for name in ("road", "sidewalk", "building", "sky")} <= seen_ids
+    assert set(things) == {name2label["car"].id, name2label["person"].id}  # no crowds: every thing is an instance
+    assert min(counts) >= 1 and max(counts) <= 5
+    manifest = json.loads((root / "synthetic.json").read_text())
+    assert manifest["style"] == "basic"
+    with pytest.raises(DataError, match=r"style basic\).*not the one asked for .*style street"):
+        make(root, counts={"train": 8})
+
+
+def test_manifests_from_before_styles_are_street(tmp_path: Path):
+    root = tmp_path / "data"
+    make(root, counts={"train": 1})
+    manifest = root / "synthetic.json"
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "style"}))
+    assert make(root, counts={"train": 1}).written == 0
+
+
 def test_same_seed_same_bytes_whatever_the_workers(dataset: Path, tmp_path: Path):
     make(tmp_path / "again", workers=2)
     assert files(tmp_path / "again") == files(dataset)
@@ -143,9 +172,8 @@ def test_other_parameters_need_overwrite(tmp_path: Path):
     root = tmp_path / "data"
     make(root, counts={"train": 2})
     for changes in ({"seed": 1}, {"height": 64}, {"counts": {"train": 3}}):
-        with pytest.raises(
-            DataError, match=r"already holds a synthetic dataset \(train 2, 128×256, seed 0\).*--overwrite"
-        ):
+        made = r"\(train 2, 128×256, seed 0, style street\)"
+        with pytest.raises(DataError, match=rf"already holds a synthetic dataset {made}.*--overwrite"):
             make(root, **changes)
 
 
@@ -186,6 +214,7 @@ def test_a_root_that_is_not_synthetic_is_never_touched(tmp_path: Path, overwrite
         ({"counts": {}}, "nothing to write"),
         ({"counts": {"extra": 2}}, "unknown split"),
         ({"workers": 0}, "workers must be"),
+        ({"style": "rural"}, "unknown synthetic style 'rural'; choose one of: street, basic"),
     ],
 )
 def test_bad_arguments_are_refused_before_writing(tmp_path: Path, changes: dict, message: str):
@@ -198,7 +227,7 @@ def test_progress_report_and_empty_splits(tmp_path: Path):
     calls = []
     report = make(tmp_path / "data", counts={"train": 2, "val": 0, "test": 1}, progress=lambda *a: calls.append(a))
     assert calls[0] == ("synth train", 0, 2) and ("synth train", 2, 2) in calls and calls[-1] == ("synth test", 1, 1)
-    assert str(report) == f"3 images (train 2, test 1, 128×256) in {tmp_path / 'data'}"
+    assert str(report) == f"3 street images (train 2, test 1, 128×256) in {tmp_path / 'data'}"
     assert not (tmp_path / "data" / "leftImg8bit" / "val").exists()
 
 
