@@ -1,10 +1,12 @@
-"""The synthetic learning curve: val PQ of `train eps` on the default synthetic dataset after M minutes of CPU training.
+"""The synthetic learning curve: val PQ of `train eps` after M minutes of CPU training from scratch.
 
 For each budget the script times a few iterations, sizes `solver.max_iters` so the schedule ends with the budget,
 trains with `solver.max_minutes` as a hard stop, then fuses and evaluates the val split (validation time excluded).
-The default synthetic dataset (`lpsctl data synth`: 48 train / 16 val images of 256×512) is made if missing.
+By default it measures the demo's recipe (`lpsctl/demo.yaml`) on the demo's dataset (`lpsctl data synth --style basic`:
+300 train / 30 val images of 128×256, made under --root if missing); `--config configs/synthetic_eps.yaml --style
+street --size 256 512 --counts 48 16` measures the light model on the full synthetic street scenes instead.
 
-Run: python benchmarks/learning_curve.py [--minutes 5 10] [--root data/cityscapes] [--config configs/synthetic_eps.yaml]
+Run: python benchmarks/learning_curve.py [--minutes 2.5 5 7.5] [--root runs/learning_curve/data] [--config PATH]
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import argparse
 import statistics
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import torch
 
 from lpsctl.config import load_config
-from lpsctl.data.cityscapes import panoptic_json
 from lpsctl.data.prepare import prepare
 from lpsctl.data.synthetic import synthesize
+from lpsctl.engine.demo import DEMO_CONFIG, DEMO_STYLE, DemoSizes
 from lpsctl.engine.inference import load_model
 from lpsctl.engine.train import train
 from lpsctl.engine.validation import validate
@@ -37,16 +40,20 @@ def seconds_per_iteration(config_path: str, overrides: list[str], probe_iteratio
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 10.0])
-    parser.add_argument("--root", default="data/cityscapes")
-    parser.add_argument("--config", default="configs/synthetic_eps.yaml")
+    sizes = DemoSizes()
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2.5, 5.0, 7.5])
+    parser.add_argument("--root", default="runs/learning_curve/data")
+    parser.add_argument("--config", default=str(resources.files("lpsctl").joinpath(DEMO_CONFIG)))
+    parser.add_argument("--style", default=DEMO_STYLE)
+    parser.add_argument("--size", type=int, nargs=2, default=[sizes.height, sizes.width], metavar=("H", "W"))
+    parser.add_argument("--counts", type=int, nargs=2, default=[sizes.train_images, sizes.val_images])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--out", default="runs/learning_curve")
     args = parser.parse_args()
     root = Path(args.root)
-    if not panoptic_json(root, "val").is_file():
-        synthesize(root, counts={"train": 48, "val": 16}, height=256, width=512, seed=0, workers=2)
-        prepare(root, workers=2)
+    counts = dict(zip(("train", "val"), args.counts, strict=True))
+    synthesize(root, counts=counts, height=args.size[0], width=args.size[1], seed=0, style=args.style, workers=2)
+    prepare(root, workers=2)  # does nothing when up to date
     overrides = [f"data.root={root}", "solver.eval_period=0", *args.overrides]
     pace = seconds_per_iteration(args.config, overrides)
     print(

@@ -14,10 +14,10 @@ console = Console()
 
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Demo folder (reused by a second run)."),
-    train_images: int = typer.Option(48, "--train-images", min=1, help="Synthetic train images."),
-    val_images: int = typer.Option(16, "--val-images", min=1, help="Synthetic val images."),
-    height: int = typer.Option(256, "--height", min=64, help="Synthetic image height."),
-    width: int = typer.Option(512, "--width", min=64, help="Synthetic image width."),
+    train_images: int = typer.Option(300, "--train-images", min=1, help="Synthetic train images."),
+    val_images: int = typer.Option(30, "--val-images", min=1, help="Synthetic val images."),
+    height: int = typer.Option(128, "--height", min=64, help="Synthetic image height."),
+    width: int = typer.Option(256, "--width", min=64, help="Synthetic image width."),
     overrides: list[str] | None = SET,
     workers: int = WORKERS,
 ) -> None:

@@ -29,14 +29,16 @@ from lpsctl.structures import ProgressCallback
 log = logging.getLogger(__name__)
 #: the demo recipe: deviations from the config defaults, like the files in configs/ (shipped inside the package)
 DEMO_CONFIG = "demo.yaml"
+#: the synthetic scenes it learns: five stuff classes, cars and people, each class in its own colours
+DEMO_STYLE = "basic"
 
 
 @dataclass(frozen=True)
 class DemoSizes:
-    train_images: int = 48
-    val_images: int = 16
-    height: int = 256
-    width: int = 512
+    train_images: int = 300
+    val_images: int = 30
+    height: int = 128
+    width: int = 256
     overlays: int = 4
 
 
@@ -64,7 +66,8 @@ def run_demo(
     root, run, predictions = out / "data", out / "train", out / "val"
     reused: list[str] = []
     counts = {"train": sizes.train_images, "val": sizes.val_images}
-    synthesize(root, counts=counts, height=sizes.height, width=sizes.width, seed=0, workers=workers, progress=progress)
+    synthesize(root, counts=counts, height=sizes.height, width=sizes.width, seed=0, style=DEMO_STYLE, workers=workers,
+               progress=progress)  # fmt: skip
     prepare(root, workers=workers, progress=progress)
     with resources.as_file(resources.files("lpsctl").joinpath(DEMO_CONFIG)) as recipe:
         config = load_config(recipe, [f"data.root={root}", *overrides])
