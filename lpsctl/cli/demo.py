@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -20,19 +21,27 @@ def demo_command(
     width: int = typer.Option(256, "--width", min=64, help="Synthetic image width."),
     overrides: list[str] | None = SET,
     workers: int = WORKERS,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again: new data, training and evaluation."),
 ) -> None:
     """Run the whole pipeline on built-in synthetic data and print where everything is."""
     from lpsctl.cli.evaluate import panoptic_table
     from lpsctl.engine.demo import DemoSizes, run_demo
 
     sizes = DemoSizes(train_images=train_images, val_images=val_images, height=height, width=width)
+    start = time.monotonic()
     with progress_bar() as update:
 
         def on_step(iteration: int, total: int, values: dict[str, float]) -> None:
             update("train eps", iteration, total)
 
         summary = run_demo(
-            out, sizes=sizes, overrides=tuple(overrides or ()), workers=workers, progress=update, on_step=on_step
+            out,
+            sizes=sizes,
+            overrides=tuple(overrides or ()),
+            workers=workers,
+            overwrite=overwrite,
+            progress=update,
+            on_step=on_step,
         )
     console.print(panoptic_table(summary.metrics))
     console.print(f"mIoU {100 * summary.metrics['miou']:.2f}")
@@ -43,3 +52,5 @@ def demo_command(
     console.print(f"predictions  {summary.predictions} (Cityscapes panoptic format)")
     console.print(f"metrics      {summary.out / 'metrics.json'}")
     console.print(f"overlays     {summary.out / 'overlays'} ({len(summary.overlays)} images)")
+    minutes, seconds = divmod(round(time.monotonic() - start), 60)
+    console.print(f"demo finished in {minutes} min {seconds:02d} s")

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 
 from lpsctl.atomic import write_text_atomic
-from lpsctl.config import load_config
+from lpsctl.config import Config, load_config, to_dict
 from lpsctl.data.prepare import prepare
 from lpsctl.data.synthetic import synthesize
 from lpsctl.engine.checkpoint import load_checkpoint
 from lpsctl.engine.fuse import prepare_output
 from lpsctl.engine.inference import load_model, predict, split_dataset
-from lpsctl.engine.train import StepCallback, train
+from lpsctl.engine.rundir import config_mismatch
+from lpsctl.engine.train import StepCallback, config_for_mode, train
 from lpsctl.engine.validation import fuse_and_evaluate
 from lpsctl.engine.visualize import render_prediction_folder
 from lpsctl.structures import ProgressCallback
@@ -59,23 +60,29 @@ def run_demo(
     sizes: DemoSizes = DemoSizes(),
     overrides: tuple[str, ...] = (),
     workers: int = 2,
+    overwrite: bool = False,
     progress: ProgressCallback | None = None,
     on_step: StepCallback | None = None,
 ) -> DemoSummary:
-    """Run (or complete) the demo in `out`: data/, train/, val/ (panoptic PNG + JSON, metrics.json), overlays/."""
+    """Run (or complete) the demo in `out`: data/, train/, val/ (panoptic PNG + JSON, metrics.json), overlays/.
+
+    Training is reused or resumed only when the data and the model config are those it was started with; `overwrite`
+    starts everything again (an output folder from an older demo recipe needs it)."""
     root, run, predictions = out / "data", out / "train", out / "val"
     reused: list[str] = []
     counts = {"train": sizes.train_images, "val": sizes.val_images}
-    synthesize(root, counts=counts, height=sizes.height, width=sizes.width, seed=0, style=DEMO_STYLE, workers=workers,
-               progress=progress)  # fmt: skip
+    report = synthesize(root, counts=counts, height=sizes.height, width=sizes.width, seed=0, style=DEMO_STYLE,
+                        workers=workers, overwrite=overwrite, progress=progress)  # fmt: skip
     prepare(root, workers=workers, progress=progress)
     with resources.as_file(resources.files("lpsctl").joinpath(DEMO_CONFIG)) as recipe:
         config = load_config(recipe, [f"data.root={root}", *overrides])
-    if _finished(run / "last.pt", config.solver.max_iters):
-        reused.append("training")
+    state = load_checkpoint(run / "last.pt") if (run / "last.pt").exists() else None
+    if state is None or overwrite or report.written > 0 or _other_model(state, config):
+        train(config, run, mode="eps", overwrite=True, on_step=on_step)
+    elif int(state["iteration"]) >= config.solver.max_iters or state.get("finished"):
+        reused.append("training")  # completed: at max_iters, or stopped on its time budget
     else:
-        resume = (run / "last.pt").exists()
-        train(config, run, mode="eps", resume=resume, overwrite=not resume, on_step=on_step)
+        train(config, run, mode="eps", resume=True, on_step=on_step)
     checkpoint = run / "last.pt"
     metrics_path = predictions / "metrics.json"
     if metrics_path.exists() and metrics_path.stat().st_mtime >= checkpoint.stat().st_mtime:
@@ -89,12 +96,9 @@ def run_demo(
     return DemoSummary(out, root, checkpoint, predictions, metrics, overlays, reused)
 
 
-def _finished(checkpoint: Path, max_iters: int) -> bool:
-    """A completed run: its last.pt is at max_iters, or the run stopped on its time budget (`finished` flag)."""
-    if not checkpoint.exists():
-        return False
-    state = load_checkpoint(checkpoint)
-    return int(state["iteration"]) >= max_iters or bool(state.get("finished"))
+def _other_model(state: dict[str, Any], config: Config) -> bool:
+    """The checkpoint was trained with another model config (an older recipe, other --set values)."""
+    return bool(config_mismatch(state["config"], to_dict(config_for_mode(config, "eps"))))
 
 
 def _fuse_and_evaluate(

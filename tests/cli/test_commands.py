@@ -273,6 +273,15 @@ def test_data_synth_prepare_check(tmp_path: Path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_data_synth_styles(tmp_path: Path, capsys):
+    basic = ["data", "synth", "--root", tmp_path / "basic", "--train", 1, "--val", 0, "--height", 64, "--width", 128]
+    assert run(*basic, "--style", "basic") == 0
+    assert "1 basic images" in capsys.readouterr().out
+    assert run("data", "synth", "--root", tmp_path / "other", "--style", "rural") == 2
+    assert "unknown synthetic style 'rural'; choose one of: street, basic" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
 def test_config_show_prints_the_resolved_config(capsys):
     assert run("config", "show", "--config", CONFIG_FILE, "--set", "solver.lr=0.5") == 0
     shown = from_dict(yaml.safe_load(capsys.readouterr().out))

@@ -19,7 +19,7 @@ def test_demo_runs_every_stage_and_a_second_run_reuses(tmp_path: Path, capsys: p
     arguments = ["demo", "--out", out, *TINY, *(item for o in TINY_MODEL for item in ("--set", o))]
     assert run_lpsctl(*arguments) == 0
     first = capsys.readouterr().out
-    assert "Panoptic quality" in first and "overlays" in first
+    assert "Panoptic quality" in first and "overlays" in first and "demo finished in" in first
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"All", "Things", "Stuff", "per_class", "miou"} <= set(metrics)
     assert 0.0 <= metrics["All"]["pq"] <= 1.0
@@ -32,3 +32,12 @@ def test_demo_runs_every_stage_and_a_second_run_reuses(tmp_path: Path, capsys: p
     assert run_lpsctl(*arguments) == 0
     assert "reused from an earlier demo: training, evaluation" in capsys.readouterr().out
     assert (out / "train" / "last.pt").stat().st_mtime == checkpoint_time
+
+    # another model config (an older recipe, other --set values) trains again instead of reusing the checkpoint
+    assert run_lpsctl(*arguments, "--set", "solo.head_channels=64") == 0
+    assert "reused" not in capsys.readouterr().out
+    assert load_checkpoint(out / "train" / "last.pt")["config"]["solo"]["head_channels"] == 64
+    # --overwrite starts everything again
+    assert run_lpsctl(*arguments, "--overwrite") == 0
+    assert "reused" not in capsys.readouterr().out
+    assert load_checkpoint(out / "train" / "last.pt")["config"]["solo"]["head_channels"] == 32
