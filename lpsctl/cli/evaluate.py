@@ -90,8 +90,12 @@ def panoptic_table(metrics: dict[str, Any]) -> Table:
         row = metrics[group]
         table.add_row(group, *(f"{100 * row[k]:.2f}" for k in ("pq", "sq", "rq")), str(row["n"]), style="bold")
     table.add_section()
+    absent = set(metrics.get("absent", []))
     for name, row in metrics.get("per_class", {}).items():
-        table.add_row(name, *(f"{100 * row[k]:.2f}" for k in ("pq", "sq", "rq")), "")
+        if name not in absent:
+            table.add_row(name, *(f"{100 * row[k]:.2f}" for k in ("pq", "sq", "rq")), "")
+    if absent:
+        table.caption = f"{len(absent)} classes with no GT/prediction hidden"
     return table
 
 

@@ -39,10 +39,10 @@ def evaluate_panoptic(
     Images pair by `image_id`; every GT image needs a prediction (extra predictions are ignored). A predicted and a
     GT segment of the same category match when IoU > 0.5, the union leaving out predicted pixels on GT void (id 0);
     crowd GT is never matched; an unmatched prediction more than half on void or same-class crowd is not an FP.
-    Returns {"All" | "Things" | "Stuff": {"pq", "sq", "rq", "n"}, "per_class": {name: {"pq", "sq", "rq"}}} as
-    fractions, averaged over the categories with TP + FP + FN > 0 (n of them; 0.0 when n = 0, where the reference
-    divides by zero). `workers` threads read and count images; `progress(description, done, total)` is called after
-    every image.
+    Returns {"All" | "Things" | "Stuff": {"pq", "sq", "rq", "n"}, "per_class": {name: {"pq", "sq", "rq"}},
+    "absent": [names]} as fractions, averaged over the categories with TP + FP + FN > 0 (n of them; 0.0 when n = 0,
+    where the reference divides by zero); `absent` lists the others (no ground truth, no prediction). `workers`
+    threads read and count images; `progress(description, done, total)` is called after every image.
     """
     gt, pred = read_panoptic_json(gt_json), read_panoptic_json(pred_json)
     categories = {category["id"]: category for category in gt.get("categories", [])}
@@ -212,4 +212,6 @@ def _average(statistics: np.ndarray, iou_sums: np.ndarray, categories: dict[int,
         }
         results[group]["n"] = len(names)
     results["per_class"] = per_class
+    # categories with no ground truth and no prediction: 0 in per_class (as in evaluatePanoptic), in no average
+    results["absent"] = [name for name in per_class if not counted[name]]
     return results

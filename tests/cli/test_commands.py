@@ -309,3 +309,24 @@ def test_command_modules_start_without_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == ""
+
+
+def test_panoptic_table_leaves_out_absent_classes():
+    from rich.console import Console
+
+    from lpsctl.cli.evaluate import panoptic_table
+
+    group = {"pq": 0.5, "sq": 0.8, "rq": 0.625, "n": 2}
+    metrics = {
+        "All": group,
+        "Things": group | {"n": 1},
+        "Stuff": group | {"n": 1},
+        "per_class": {name: {"pq": 0.5, "sq": 0.8, "rq": 0.625} for name in ("road", "car")}
+        | {name: {"pq": 0.0, "sq": 0.0, "rq": 0.0} for name in ("wall", "bus")},
+        "absent": ["wall", "bus"],
+    }
+    console = Console(width=100, record=True)
+    console.print(panoptic_table(metrics))
+    text = console.export_text()
+    assert "road" in text and "car" in text and "wall" not in text and "bus" not in text
+    assert "2 classes with no GT/prediction hidden" in text
