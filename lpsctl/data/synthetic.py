@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from lpsctl.atomic import atomic_path
 from lpsctl.data import synthetic_scene as scene
+from lpsctl.data import synthetic_shapes as shapes
 from lpsctl.data.cityscapes import SPLITS, THING_NAMES, Paths
 from lpsctl.errors import ConfigError, DataError
 
@@ -108,7 +109,7 @@ def label_id(label: str) -> int:
 
 
 def render(
-    objects: list[scene.SceneObject], height: int, width: int, rng: np.random.Generator
+    objects: list[shapes.SceneObject], height: int, width: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paint the objects in order: uint8[H, W, 3] image and uint8[H, W] label ids of the pixels each object won.
 
@@ -131,7 +132,7 @@ def render(
             draw_coded.polygon(_points(points), fill=8 * index + part)
     owner = np.asarray(region, dtype=np.int64)
     codes = np.asarray(coded, dtype=np.int64)
-    parts = np.where(codes // 8 == owner, codes % 8, scene.BODY)
+    parts = np.where(codes // 8 == owner, codes % 8, shapes.BODY)
     image = _paint(drawn, owner, parts, rng) * (np.asarray(shadow, dtype=np.float32) / 255.0)[..., None]
     image = _photometric(image, rng)
     lookup = np.array([0] + [label_id(obj.label) for obj in drawn], dtype=np.uint8)
@@ -154,12 +155,14 @@ def _grain(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return quantiles[np.frombuffer(rng.bytes(int(np.prod(shape))), dtype=np.uint8).reshape(shape)]
 
 
-def _paint(drawn: list[scene.SceneObject], owner: np.ndarray, part: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _paint(
+    drawn: list[shapes.SceneObject], owner: np.ndarray, part: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """float32[H, W, 3]: per-object colours, parts, textures and shading, gathered through the region map."""
     height, width = owner.shape
     table = np.full((len(drawn) + 1, 8, 3), 110.0, dtype=np.float32)  # row 0: unlabelled pixels (rare)
     settings = np.zeros((len(drawn) + 1, 7), dtype=np.float32)  # texture, period, noise, gradient, top, span, phase
-    settings[0] = (scene.PLAIN, 8, 3, 0, 0, height, 0)
+    settings[0] = (shapes.PLAIN, 8, 3, 0, 0, height, 0)
     jitter = rng.uniform(0.85, 1.1, len(drawn) + 1)
     for index, obj in enumerate(drawn, start=1):
         table[index] = (obj.colour, obj.colour * 0.25 + (25, 30, 38), (22, 22, 25), (240, 232, 200), obj.skin,
@@ -177,25 +180,25 @@ def _paint(drawn: list[scene.SceneObject], owner: np.ndarray, part: np.ndarray, 
         )
     texture = settings[:, 0].astype(np.int8)[owner]
     image = table[owner, part]
-    body = part == scene.BODY
-    for kind in (scene.WINDOWS, scene.STRIPES, scene.TILES):  # patterns, computed on their own pixels only
+    body = part == shapes.BODY
+    for kind in (shapes.WINDOWS, shapes.STRIPES, shapes.TILES):  # patterns, computed on their own pixels only
         rows, columns = np.nonzero(body & (texture == kind))
         objects = owner[rows, columns]
         period, top, span, phase = (settings[objects, i] for i in (1, 4, 5, 6))
         x, y = (columns + phase) % period, (rows + phase) % (1.4 * period)
-        if kind == scene.WINDOWS:
+        if kind == shapes.WINDOWS:
             hit = (x < 0.5 * period) & (y < 0.7 * period) & (rows > top + 0.1 * span)
-        elif kind == scene.STRIPES:
+        elif kind == shapes.STRIPES:
             hit = x < 0.35 * period
         else:
             image[rows[(x < 1) | (y < 1)], columns[(x < 1) | (y < 1)]] *= 0.8
             continue
-        image[rows[hit], columns[hit]] = table[objects[hit], scene.SECONDARY]
+        image[rows[hit], columns[hit]] = table[objects[hit], shapes.SECONDARY]
     relative = (np.arange(height, dtype=np.float32)[:, None] - settings[:, 4][owner]) / settings[:, 5][owner]
     factor = 1 + settings[:, 3][owner] * (0.5 - relative)
-    factor += np.where(texture == scene.FOLIAGE, 0.3 * _smooth_noise(rng, height, width, (height // 6, width // 6)), 0)
-    factor += np.where(texture == scene.SKY, 0.12 * _smooth_noise(rng, height, width, (4, 8)), 0)
-    grain = settings[:, 2][owner] * np.where(texture == scene.ASPHALT, np.float32(2), np.float32(1))
+    factor += np.where(texture == shapes.FOLIAGE, 0.3 * _smooth_noise(rng, height, width, (height // 6, width // 6)), 0)
+    factor += np.where(texture == shapes.SKY, 0.12 * _smooth_noise(rng, height, width, (4, 8)), 0)
+    grain = settings[:, 2][owner] * np.where(texture == shapes.ASPHALT, np.float32(2), np.float32(1))
     return image * factor[..., None] + (grain * _grain(rng, (height, width)))[..., None]
 
 
