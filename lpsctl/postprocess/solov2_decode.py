@@ -17,6 +17,7 @@ from lpsctl.structures import Instances
 LEVEL_STRIDES = (8, 8, 16, 32, 32)
 MASK_STRIDE = 4  # mask features are at stride 4 of the network input
 _UPSAMPLE_CHUNK = 16  # masks resized at once to full resolution (bounds memory only)
+_CANDIDATE_CHUNK = 64  # candidate masks measured at once (bounds memory only)
 
 
 class SoloOutputsLike(Protocol):
@@ -76,20 +77,24 @@ def _decode_image(
         strides.append(torch.full((kernels[-1].shape[0],), LEVEL_STRIDES[level], device=features.device))
     cell_scores = torch.cat(scores)
     cells, classes = (cell_scores > cfg.score_threshold).nonzero(as_tuple=True)
-    candidate_scores = cell_scores[cells, classes]
+    candidate_kernels = torch.cat(kernels)[cells]
 
-    logits = torch.einsum("nd,dhw->nhw", torch.cat(kernels)[cells], features)
-    probabilities = logits.sigmoid()
-    binary = probabilities > cfg.mask_threshold
-    area = binary.sum(dim=(1, 2)).float()
-    keep = area > torch.cat(strides)[cells]
-    maskness = (probabilities * binary).sum(dim=(1, 2)) / area.clamp(min=1)
-    candidate_scores = candidate_scores * maskness
-
-    keep_index = keep.nonzero().squeeze(1)
+    # area and maskness of every candidate, a chunk at a time (memory stays bounded however many cells pass)
+    area, maskness = torch.zeros(len(cells), device=features.device), torch.zeros(len(cells), device=features.device)
+    for start in range(0, len(cells), _CANDIDATE_CHUNK):
+        chunk = slice(start, start + _CANDIDATE_CHUNK)
+        probabilities = torch.einsum("nd,dhw->nhw", candidate_kernels[chunk], features).sigmoid()
+        binary = probabilities > cfg.mask_threshold
+        area[chunk] = binary.sum(dim=(1, 2)).float()
+        maskness[chunk] = (probabilities * binary).sum(dim=(1, 2)) / area[chunk].clamp(min=1)
+    candidate_scores = cell_scores[cells, classes] * maskness
+    keep_index = (area > torch.cat(strides)[cells]).nonzero().squeeze(1)
     order = keep_index[torch.argsort(candidate_scores[keep_index], descending=True)][: cfg.nms_pre]
+
+    logits = torch.einsum("nd,dhw->nhw", candidate_kernels[order], features)  # the nms_pre best, again
+    probabilities = logits.sigmoid()
     decayed = matrix_nms(
-        binary[order],
+        probabilities > cfg.mask_threshold,
         classes[order],
         candidate_scores[order],
         kernel=cfg.nms_kernel,
@@ -98,12 +103,11 @@ def _decode_image(
     )
     survivors = (decayed >= cfg.update_threshold).nonzero().squeeze(1)
     ranked = survivors[torch.argsort(decayed[survivors], descending=True)][: cfg.max_per_image]
-    final = order[ranked]
     return Instances(
-        masks=_full_resolution_masks(probabilities[final], image_size, original_size, cfg.mask_threshold),
+        masks=_full_resolution_masks(probabilities[ranked], image_size, original_size, cfg.mask_threshold),
         scores=decayed[ranked],
-        classes=classes[final].long(),
-        mask_logits=logits[final],
+        classes=classes[order][ranked].long(),
+        mask_logits=logits[ranked],
     )
 
 

@@ -120,6 +120,24 @@ def test_random_outputs_are_sorted_and_capped():
     assert results[1].mask_logits.shape == (len(results[1]), 24, 50)
 
 
+def test_candidates_measured_in_chunks_decode_as_all_at_once(monkeypatch: pytest.MonkeyPatch):
+    """Thousands of cells pass the score threshold; measuring them a chunk at a time changes nothing."""
+    generator = torch.Generator().manual_seed(1)
+    outputs = SoloOutputs(
+        category_per_level=[torch.randn(1, CFG.num_classes, s, s, generator=generator) for s in CFG.grids],
+        kernel_per_level=[torch.randn(1, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
+        mask_features=torch.randn(1, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
+    )
+    results = {}
+    for chunk in (7, 100_000):
+        monkeypatch.setattr("lpsctl.postprocess.solov2_decode._CANDIDATE_CHUNK", chunk)
+        results[chunk] = decode_solov2(outputs, [(HEIGHT, WIDTH)], [(HEIGHT, WIDTH)], CFG)[0]
+    chunked, whole = results[7], results[100_000]
+    assert len(whole) == CFG.max_per_image
+    assert torch.equal(chunked.masks, whole.masks) and torch.equal(chunked.classes, whole.classes)
+    assert torch.allclose(chunked.scores, whole.scores) and torch.allclose(chunked.mask_logits, whole.mask_logits)
+
+
 def test_point_nms_keeps_local_maxima_of_2x2_windows():
     heat = torch.tensor([[[0.1, 0.2, 0.1], [0.3, 0.9, 0.8], [0.1, 0.5, 0.4]]])
     kept = point_nms(heat)
