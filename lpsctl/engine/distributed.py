@@ -64,6 +64,15 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value / info.world_size
 
 
+def all_reduce_max(value: float, info: DistInfo) -> float:
+    """The largest of the ranks' values, on every rank."""
+    if not info.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device_for(info))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     """True on every rank when any rank says True (a NaN on one rank stops them all)."""
     if not info.enabled:

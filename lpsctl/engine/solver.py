@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,17 +31,24 @@ def build_optimizer(model: nn.Module, cfg: SolverConfig, total_batch: int) -> to
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def lr_factor(iteration: int, cfg: SolverConfig) -> float:
-    """Multiplier of the base lr at `iteration` (0-based): linear warm-up from `warmup_factor`, then the schedule."""
+def lr_factor(iteration: int, cfg: SolverConfig, time_spent: float = 0.0) -> float:
+    """Multiplier of the base lr at `iteration` (0-based): linear warm-up from `warmup_factor`, then the schedule.
+
+    `time_spent` is the share of `solver.max_minutes` used so far: the schedule is read at whichever is further on,
+    the iteration or that share of max_iters, so a run that its time budget ends early still ends annealed."""
+    at = min(max(iteration, time_spent * cfg.max_iters), cfg.max_iters)
     if cfg.schedule == "step":
-        factor = cfg.gamma ** sum(iteration >= step for step in cfg.steps)
+        factor = cfg.gamma ** sum(at >= step for step in cfg.steps)
     else:
-        factor = (1.0 - min(iteration, cfg.max_iters) / max(cfg.max_iters, 1)) ** cfg.poly_power
+        factor = (1.0 - at / max(cfg.max_iters, 1)) ** cfg.poly_power
     if iteration < cfg.warmup_iters:
         alpha = iteration / cfg.warmup_iters
         factor *= cfg.warmup_factor * (1.0 - alpha) + alpha
     return factor if math.isfinite(factor) else 0.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SolverConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: lr_factor(iteration, cfg))
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: SolverConfig, time_spent: Callable[[], float] = lambda: 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """`time_spent()`: the share of the time budget used when the scheduler steps (see `lr_factor`)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: lr_factor(iteration, cfg, time_spent()))

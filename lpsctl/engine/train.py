@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -85,19 +85,20 @@ def train(
     state = _prepare_run_dir(run, config, resume, overwrite, info)
     start = int(state["iteration"]) if state else 0
     seed_everything(config.solver.seed + info.rank, deterministic=config.solver.deterministic)
-    parts = _build(config, device, info, state)
+    budget = TimeBudget(60 * config.solver.max_minutes)
+    parts = _build(config, device, info, state, budget)
     batches = iter(_train_loader(config, info, start))
     best = state.get("best_metric") if state else None
     max_iters, solver = config.solver.max_iters, config.solver
     iteration, saved_at, interrupted = start, start, False
-    deadline = time.monotonic() + 60 * solver.max_minutes if solver.max_minutes > 0 else None
+    budget.start = time.monotonic()
     try:
         with distributed.StopRequest(escalate=not info.enabled) as stop:
             while iteration < max_iters:
                 values = parts.step(next(batches).to(device), config, info, iteration, run)
                 iteration += 1
                 # solver.max_minutes: this iteration becomes the last one (final validation, last.pt)
-                out_of_time = distributed.broadcast_flag(deadline is not None and time.monotonic() > deadline, info)
+                out_of_time = budget.update(info) >= 1.0
                 last = iteration == max_iters or out_of_time
                 if info.is_main and (iteration % solver.log_period == 0 or last):
                     run.log_metrics({"iteration": iteration, **values})
@@ -134,6 +135,21 @@ def train(
     distributed.barrier(info)
     distributed.shutdown(info)
     return TrainSummary(run.path, iteration, run.last, run.best if run.best.exists() else None, best, interrupted)
+
+
+@dataclass
+class TimeBudget:
+    """The share of solver.max_minutes spent (0 without a budget), the same on every rank; the lr schedule reads it,
+    so a run that its budget stops early still ends with the schedule's end (solver.lr_factor)."""
+
+    seconds: float
+    start: float = field(default_factory=time.monotonic)
+    spent: float = 0.0
+
+    def update(self, info: DistInfo) -> float:
+        if self.seconds > 0:
+            self.spent = distributed.all_reduce_max((time.monotonic() - self.start) / self.seconds, info)
+        return self.spent
 
 
 @dataclass
@@ -194,14 +210,16 @@ class _Parts:
         )
 
 
-def _build(config: Config, device: torch.device, info: DistInfo, state: dict[str, Any] | None) -> _Parts:
+def _build(
+    config: Config, device: torch.device, info: DistInfo, state: dict[str, Any] | None, budget: TimeBudget
+) -> _Parts:
     """Model, optimiser, schedule and scaler, restored from `state` when resuming (RNG included), DDP-wrapped."""
     model = build_model(config).to(device)
     log.info("norm: %s, device: %s, world size: %d", model.norm_name, device, info.world_size)
     if config.solver.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.solver, config.data.batch_size * info.world_size)
-    scheduler = build_scheduler(optimizer, config.solver)
+    scheduler = build_scheduler(optimizer, config.solver, lambda: budget.spent)
     scaler = torch.amp.GradScaler(device.type, enabled=config.solver.amp == "fp16" and device.type == "cuda")
     if state:
         model.load_state_dict(state["model"])

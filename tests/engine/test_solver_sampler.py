@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -21,6 +23,33 @@ def test_poly_schedule_reaches_zero():
     assert lr_factor(0, cfg) == 1.0
     assert lr_factor(50, cfg) == pytest.approx(0.5**0.9)
     assert lr_factor(100, cfg) == 0.0
+
+
+def test_schedule_follows_the_time_budget_when_it_is_further_on():
+    poly = SolverConfig(warmup_iters=10, warmup_factor=0.1, schedule="poly", max_iters=100, poly_power=0.9)
+    assert lr_factor(20, poly, time_spent=0.5) == pytest.approx(lr_factor(50, poly))
+    assert lr_factor(80, poly, time_spent=0.5) == pytest.approx(lr_factor(80, poly))  # iterations ahead of time
+    assert lr_factor(30, poly, time_spent=1.2) == 0.0  # a spent budget: the schedule's end
+    assert lr_factor(5, poly, time_spent=0.5) == pytest.approx(lr_factor(50, poly) * 0.55)  # warm-up by iteration
+    step = SolverConfig(warmup_iters=0, steps=(60, 90), gamma=0.1, max_iters=100)
+    assert lr_factor(10, step, time_spent=0.7) == pytest.approx(0.1)
+    spent = [0.0]
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, poly, lambda: spent[0])
+    spent[0] = 0.5
+    optimizer.step()
+    scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(lr_factor(1, poly, time_spent=0.5))
+
+
+def test_time_budget_share_is_measured_from_its_start():
+    from lpsctl.engine.distributed import DistInfo
+    from lpsctl.engine.train import TimeBudget
+
+    single = DistInfo()
+    assert TimeBudget(0.0).update(single) == 0.0  # no budget: the schedule runs on iterations alone
+    budget = TimeBudget(10.0, start=time.monotonic() - 5.0)
+    assert 0.5 <= budget.update(single) < 0.6 and budget.spent == pytest.approx(0.5, abs=0.1)
 
 
 def test_linear_scaling_and_no_decay_on_norms():
