@@ -301,7 +301,7 @@ def _claim_root(root: Path, parameters: dict[str, Any], overwrite: bool) -> None
             made = _describe(previous) if isinstance(previous, dict) else f"an unreadable {MANIFEST}"
             raise DataError(
                 f"{root} already holds a synthetic dataset ({made}), not the one asked for ({_describe(parameters)}): "
-                "pass --overwrite to replace it, or choose another --root"
+                "pass --overwrite to replace it, or write the new dataset to another folder"
             )
         for folder in OWNED_FOLDERS:
             if (root / folder).exists():
