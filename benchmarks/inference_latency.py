@@ -8,6 +8,7 @@ the network forward come from `torch.utils.flop_counter` (a multiply-add counts 
 float32 4096×4096 matmuls in the same process.
 
 Run: python benchmarks/inference_latency.py [--backbones b5 b0] [--height 1024 --width 2048] [--repeats 2]
+     [--device cpu|cuda] [--amp off|fp16|bf16] [--channels-last]   (on a GPU: --amp fp16 --channels-last)
 """
 
 from __future__ import annotations
@@ -30,34 +31,46 @@ from lpsctl.postprocess.solov2_decode import decode_solov2
 LIGHT = ["solo.stacked_convs=2", "solo.head_channels=256", "solo.kernel_dim=128"]
 
 
-def best_time(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def best_time(function: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, Any]:
+    """Best wall time of `repeats` calls (CUDA work is waited for, so the first call's warm-up is left out)."""
     result, best = None, float("inf")
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         result = function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best, result
 
 
-def matmul_peak_gflops(size: int = 4096, repeats: int = 3) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds, _ = best_time(lambda: a @ b, repeats)
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 4096, repeats: int = 3) -> float:
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    seconds, _ = best_time(lambda: a @ b, repeats, device)
     return 2 * size**3 / seconds / 1e9
 
 
-def profile(backbone: str, height: int, width: int, repeats: int) -> dict[str, float]:
+def profile(backbone: str, args: argparse.Namespace) -> dict[str, float]:
     overrides = [f"model.backbone=efficientnet-{backbone}", "model.norm=torch"] + (LIGHT if backbone == "b0" else [])
     config = load_config(None, overrides)
-    model = build_model(config).eval()
-    images = torch.randn(1, 3, height, width)
-    with torch.inference_mode():
-        features_time, features = best_time(lambda: model.fpn(model.backbone(images)), repeats)
-        semantic_time, semantic = best_time(lambda: model.semantic_head(features), repeats)
-        solo_time, solo = best_time(lambda: model.instance_head(features), repeats)
+    device, height, width, repeats = torch.device(args.device), args.height, args.width, args.repeats
+    model = build_model(config).eval().to(device)
+    images = torch.randn(1, 3, height, width, device=device)
+    if args.channels_last:
+        model, images = model.to(memory_format=torch.channels_last), images.to(memory_format=torch.channels_last)
+    amp = torch.autocast(device.type, dtype=AMP_DTYPES.get(args.amp, torch.float32), enabled=args.amp != "off")
+    with torch.inference_mode(), amp:
+        features_time, features = best_time(lambda: model.fpn(model.backbone(images)), repeats, device)
+        semantic_time, semantic = best_time(lambda: model.semantic_head(features), repeats, device)
+        solo_time, solo = best_time(lambda: model.instance_head(features), repeats, device)
         sizes = [(height, width)]
         busy = replace(config.solo, score_threshold=0.0)
-        decode_time, instances = best_time(lambda: decode_solov2(solo, sizes, sizes, busy), repeats)
-        fusion_time, _ = best_time(lambda: fuse_one(semantic[0], instances[0], config.fusion), repeats)
+        decode_time, instances = best_time(lambda: decode_solov2(solo, sizes, sizes, busy), repeats, device)
+        fusion_time, _ = best_time(lambda: fuse_one(semantic[0].float(), instances[0], config.fusion), repeats, device)
         with FlopCounterMode(display=False) as counter:
             model(images)
     network = features_time + semantic_time + solo_time
@@ -80,13 +93,22 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", default="off", choices=["off", *AMP_DTYPES])
+    parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
-    peak = matmul_peak_gflops()
-    machine = f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    device = torch.device(args.device)
+    peak = matmul_peak_gflops(device, AMP_DTYPES.get(args.amp, torch.float32))
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    else:
+        machine = f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    precision = "float32" if args.amp == "off" else args.amp
+    layout = ", channels-last" if args.channels_last else ""
     size = f"1×3×{args.height}×{args.width}"
-    print(f"{machine}; float32 matmul peak {peak:.1f} GFLOP/s; input {size}, best of {args.repeats}")
+    print(f"{machine}; {precision} matmul peak {peak:.1f} GFLOP/s; input {size}{layout}, best of {args.repeats}")
     for backbone in args.backbones:
-        result = profile(backbone, args.height, args.width, args.repeats)
+        result = profile(backbone, args)
         achieved = result["gflops"] / result["network_seconds"]
         print(f"\nEfficientNet-{backbone.upper()} ({result['instances']:.0f} instances decoded)")
         print("| stage | seconds |")
