@@ -16,6 +16,7 @@ from lpsctl.atomic import write_text_atomic
 from lpsctl.data.cityscapes import THING_LABEL_IDS
 from lpsctl.errors import DataError
 from lpsctl.evaluation.coco import encode_results
+from lpsctl.jsonfile import read_json
 from lpsctl.models import Prediction
 from lpsctl.structures import Instances
 
@@ -59,12 +60,8 @@ def read_masks(path: Path) -> dict[str, Instances]:
     the fusion made from it) never depends on the order of the file's entries. DataError for a file that is not a
     list of {cs_image_id, category_id (a Cityscapes thing label id), score, segmentation (RLE)}.
     """
-    if not path.is_file():
-        raise DataError(f"masks file not found: {path} (write one with `lpsctl export-masks --out {path}`)")
-    try:
-        results = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read {path}: not valid JSON ({error})") from None
+    missing = f"masks file not found: {path} (write one with `lpsctl export-masks --out {path}`)"
+    results = read_json(path, missing=missing)
     required = ("cs_image_id", "category_id", "score", "segmentation")
     if not isinstance(results, list) or any(
         not isinstance(r, dict) or any(k not in r for k in required) for r in results

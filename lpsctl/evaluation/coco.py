@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from lpsctl.errors import DataError
+from lpsctl.jsonfile import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +89,7 @@ def _defined(value: float) -> float | None:
 
 def _load_results(results: str | Path | list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(results, (str, Path)):
-        path = Path(results)
-        if not path.is_file():
-            raise DataError(f"mask results not found: {path}")
-        try:
-            results = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataError(f"cannot read {path}: not valid JSON ({error})") from None
+        results = read_json(results, missing=f"mask results not found: {results}")
     if not isinstance(results, list):
         raise DataError("mask results must be a list of {image_id, category_id, segmentation, score}")
     return results

@@ -18,6 +18,7 @@ from PIL import Image
 
 from lpsctl.atomic import write_bytes_atomic
 from lpsctl.errors import DataError
+from lpsctl.jsonfile import read_json
 
 if TYPE_CHECKING:  # evaluation imports this module: keep torch out of it
     from lpsctl.structures import PanopticPrediction
@@ -109,13 +110,7 @@ def write_panoptic_json(
 
 def read_panoptic_json(path: str | Path) -> dict[str, Any]:
     """A panoptic JSON (ground truth or prediction) with a clear error when missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"panoptic JSON not found: {path}")
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"cannot read {path}: not valid JSON ({error})") from None
+    content = read_json(path, missing=f"panoptic JSON not found: {path}")
     if not isinstance(content, dict) or not isinstance(content.get("annotations"), list):
         raise DataError(f"{path}: not a panoptic JSON (expected an object with an 'annotations' list)")
     return content
