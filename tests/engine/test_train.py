@@ -13,7 +13,8 @@ import torch
 from lpsctl.cli.app import main
 from lpsctl.config import load_config
 from lpsctl.engine.rundir import RunDir
-from lpsctl.engine.train import Mode, TrainingDiverged, train
+from lpsctl.engine.solver import lr_factor, scaled_lr
+from lpsctl.engine.train import Mode, TimeBudget, TrainingDiverged, train
 from lpsctl.engine.validation import validate
 from lpsctl.errors import CheckpointError, LpsctlError
 from lpsctl.models import PanopticNet
@@ -203,6 +204,25 @@ def test_time_budget_ends_the_run_with_validation_and_a_checkpoint(prepared_root
     assert summary.iterations == 1 and not summary.interrupted
     assert metrics == [1.0]  # the final validation ran once
     assert checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 1
+
+
+def test_the_lr_schedule_reads_the_time_budget(prepared_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With a budget, each step's lr comes from the share of it spent (pinned here at 3/4 from the first step on)."""
+
+    def three_quarters_spent(self: TimeBudget, info: object) -> float:
+        self.spent = 0.75
+        return self.spent
+
+    monkeypatch.setattr(TimeBudget, "update", three_quarters_spent)
+    overrides = tiny_overrides(prepared_root, solver__max_iters=4, solver__max_minutes=60, solver__warmup_iters=0)
+    config = load_config(SYNTHETIC_EPS, overrides)
+    train(config, tmp_path / "run", mode="eps")
+    logged = [row["lr"] for row in metrics_lines(tmp_path / "run") if "lr" in row]
+    base = scaled_lr(config.solver, config.data.batch_size)
+    # the lr logged at step i is the one set for step i + 1; the budget share is read from the second step on
+    expected = [base * lr_factor(i, config.solver, 0.75 if i > 1 else 0.0) for i in (1, 2, 3, 4)]
+    assert logged == pytest.approx(expected)
+    assert logged[1] < base * lr_factor(2, config.solver)  # ahead of the iteration-only schedule
 
 
 def _nan_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
