@@ -17,7 +17,6 @@ import argparse
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lpsctl.config import load_config
 from lpsctl.engine.fuse import fuse_one
 from lpsctl.models import build_model
-from lpsctl.postprocess.solov2_decode import decode_solov2
+from lpsctl.postprocess.solov2_decode import SOLOv2PostProcessor
 
 LIGHT = ["solo.stacked_convs=2", "solo.head_channels=256", "solo.kernel_dim=128"]
 
@@ -68,8 +67,9 @@ def profile(backbone: str, args: argparse.Namespace) -> dict[str, float]:
         semantic_time, semantic = best_time(lambda: model.semantic_head(features), repeats, device)
         solo_time, solo = best_time(lambda: model.instance_head(features), repeats, device)
         sizes = [(height, width)]
-        busy = replace(config.solo, score_threshold=0.0)
-        decode_time, instances = best_time(lambda: decode_solov2(solo, sizes, sizes, busy), repeats, device)
+        # every local maximum a candidate: the decoder's worst case
+        busy = SOLOv2PostProcessor(model.instance_head.geometry, score_threshold=0.0)
+        decode_time, instances = best_time(lambda: busy(solo, sizes, sizes), repeats, device)
         fusion_time, _ = best_time(lambda: fuse_one(semantic[0].float(), instances[0], config.fusion), repeats, device)
         with FlopCounterMode(display=False) as counter:
             model(images)

@@ -48,11 +48,11 @@ def main() -> None:
         start = time.perf_counter()
         outputs = model(images)
         seconds = time.perf_counter() - start
-    assert outputs.semantic is not None and outputs.solo is not None
+    assert outputs.semantic is not None and outputs.instance is not None
     print(
         f"forward 1×3×{args.height}×{args.width} on CPU ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads): {seconds:.2f} s; semantic {tuple(outputs.semantic.shape)}, "
-        f"mask features {tuple(outputs.solo.mask_features.shape)}"
+        f"mask features {tuple(outputs.instance.mask_features.shape)}"
     )
 
 

@@ -27,10 +27,14 @@ LIGHT = ["solo.stacked_convs=2", "solo.head_channels=256", "solo.kernel_dim=128"
 
 def run_case(backbone: str, height: int, width: int, batch: int, norm: str, args: argparse.Namespace) -> dict:
     from lpsctl.config import load_config
+    from lpsctl.losses.criterion import build_criterion
     from lpsctl.models import build_model
+    from lpsctl.structures import Batch
 
     overrides = [f"model.backbone=efficientnet-{backbone}", f"model.norm={norm}"] + (LIGHT if backbone == "b0" else [])
-    model = build_model(load_config(None, overrides)).to(args.device).train()
+    config = load_config(None, overrides)
+    model = build_model(config).to(args.device).train()
+    criterion = build_criterion(config, semantic=True, instance_geometry=model.instance_geometry)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -41,13 +45,16 @@ def run_case(backbone: str, height: int, width: int, batch: int, norm: str, args
         size = height // (8 - k)
         masks[k, k * size // 2 : k * size // 2 + size, k * size : k * size + size] = True
     classes = torch.tensor([0, 2, 3, 7], device=args.device)
+    sizes = [(height, width)] * batch
+    targets = Batch(images, semantic, torch.zeros_like(semantic, dtype=torch.bool), [masks] * batch,
+                    [classes] * batch, [str(index) for index in range(batch)], sizes, sizes)  # fmt: skip
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp)
     scaler = torch.amp.GradScaler(args.device, enabled=args.amp == "fp16")
 
     def step() -> None:
         with torch.autocast(args.device, dtype=dtype or torch.float32, enabled=dtype is not None):
             outputs = model(images)
-        loss = sum(model.loss(outputs, semantic, [masks] * batch, [classes] * batch, None).values())
+        loss = sum(criterion(outputs, targets).values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -18,6 +18,10 @@ import yaml
 from lpsctl.errors import ConfigError
 
 Range = tuple[int, int]
+Precision = Literal["off", "fp16", "bf16"]
+#: keys earlier versions stored in checkpoints and no longer have: dropped on reading when they hold the value that
+#: is now derived (a different value describes a model this version cannot build)
+RETIRED_KEYS: dict[tuple[str, str], Any] = {("semantic", "num_classes"): 19, ("solo", "num_classes"): 8}
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SemanticConfig:
-    num_classes: int = 19  # Cityscapes train ids
+    # the classes are the 19 Cityscapes train ids (lpsctl.labels), not a setting
     lsfe_channels: int = 128  # LSFE / DPC output width (SPEC §3.4)
     dpc_dilations: tuple[Range, ...] = ((1, 6), (1, 1), (6, 21), (18, 15), (6, 3))  # (row, col) per DPC branch
     ohem_fraction: float = 0.25  # cross-entropy over the hardest fraction of valid pixels
@@ -61,7 +65,7 @@ class SemanticConfig:
 
 @dataclass(frozen=True)
 class SoloConfig:
-    num_classes: int = 8  # Cityscapes thing classes
+    # the categories are the 8 Cityscapes thing classes (lpsctl.labels), not a setting
     grids: tuple[int, ...] = (40, 36, 24, 16, 12)  # S per level (strides 8, 8, 16, 32, 32 of the FPN)
     # instance scale sqrt(w·h) ranges per level, in pixels of the network input. SOLOv2's COCO ranges
     # (1-96, 48-192, 96-384, 192-768, 384-2048) are for 1333×800 inputs; this preset scales them ×1.5 for
@@ -102,7 +106,7 @@ class SolverConfig:
     steps: tuple[int, ...] = (22313, 26775)  # ×gamma at epochs 120 and 144
     gamma: float = 0.1
     poly_power: float = 0.9
-    amp: Literal["off", "fp16", "bf16"] = "fp16"  # fp16 + GradScaler on CUDA; bf16 autocast also on CPU
+    amp: Precision = "fp16"  # fp16 + GradScaler on CUDA (fp32 on CPU); bf16 autocast on CUDA and CPU
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     seed: int = 0
@@ -110,6 +114,12 @@ class SolverConfig:
     checkpoint_period: int = 1000  # iterations between last.pt writes
     eval_period: int = 5000  # iterations between validations (0: only at the end)
     log_period: int = 20  # iterations between metrics.jsonl lines
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    precision: Precision = "fp16"  # autocast at inference: fp16 on CUDA only (fp32 on CPU), bf16 on CUDA and CPU
+    channels_last: bool = True  # NHWC input and weights at inference
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class Config:
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     solo: SoloConfig = field(default_factory=SoloConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
@@ -142,8 +153,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    """A config from plain data (as stored in checkpoints and output folders)."""
+    """A config from plain data (as stored in checkpoints and output folders, also by earlier versions)."""
+    if isinstance(data, dict):
+        data = {name: _without_retired(name, values) for name, values in data.items()}
     return merge(Config(), data, source="stored config")
+
+
+def _without_retired(section: str, values: Any) -> Any:
+    if not isinstance(values, dict):
+        return values
+    kept = {}
+    for key, value in values.items():
+        retired = (section, key) in RETIRED_KEYS
+        if retired and value != RETIRED_KEYS[section, key]:
+            fixed = RETIRED_KEYS[section, key]
+            raise ConfigError(f"{section}.{key} = {value!r} is no longer a setting (always {fixed})")
+        if not retired:
+            kept[key] = value
+    return kept
 
 
 def to_dict(config: Config) -> dict[str, Any]:

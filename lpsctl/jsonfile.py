@@ -19,3 +19,11 @@ def read_json(path: str | Path, *, missing: str) -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"cannot read {path}: not valid JSON ({error})") from None
+
+
+def read_panoptic_json(path: str | Path) -> dict[str, Any]:
+    """A panoptic JSON (ground truth or prediction) with a clear error when missing or malformed."""
+    content = read_json(path, missing=f"panoptic JSON not found: {path}")
+    if not isinstance(content, dict) or not isinstance(content.get("annotations"), list):
+        raise DataError(f"{path}: not a panoptic JSON (expected an object with an 'annotations' list)")
+    return content

@@ -1,4 +1,5 @@
-"""Typed containers passed between data, models, post-processing and evaluation."""
+"""Typed containers passed between data, models, criteria, post-processors and evaluation (a leaf module: it
+imports no other lpsctl part)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,53 @@ class Batch:
 
 
 @dataclass
+class SoloOutputs:
+    """Raw SOLOv2 head outputs. category_per_level: Tensor[B, C, S_i, S_i] logits (pre-sigmoid); kernel_per_level:
+    Tensor[B, D, S_i, S_i] dynamic kernels; mask_features: Tensor[B, E, H/4, W/4] with E = D."""
+
+    category_per_level: list[Tensor]
+    kernel_per_level: list[Tensor]
+    mask_features: Tensor
+
+    def float(self) -> SoloOutputs:
+        """The same outputs in float32 (losses and decoding; outputs may be fp16/bf16 under autocast)."""
+        return SoloOutputs(
+            category_per_level=[x.float() for x in self.category_per_level],
+            kernel_per_level=[x.float() for x in self.kernel_per_level],
+            mask_features=self.mask_features.float(),
+        )
+
+
+def dynamic_mask_logits(kernels: Tensor, mask_features: Tensor) -> Tensor:
+    """SOLOv2's dynamic 1×1 convolution of one image's mask features with each kernel.
+
+    kernels: Tensor[P, D]; mask_features: Tensor[D, h, w] → mask logits Tensor[P, h, w].
+    """
+    return torch.einsum("pd,dhw->phw", kernels, mask_features)
+
+
+@dataclass(frozen=True)
+class SoloGeometry:
+    """Where the SOLOv2 head's grid levels sit (read from the head, never hard-coded elsewhere): grids S per level,
+    the instance scale range sqrt(w·h) in input pixels that each level is assigned, each level's nominal stride (the
+    minimum stride-4 mask area a candidate of that level needs at inference) and the mask features' stride."""
+
+    grids: tuple[int, ...]
+    scale_ranges: tuple[tuple[int, int], ...]
+    level_strides: tuple[int, ...]
+    mask_stride: int
+
+
+@dataclass
+class PanopticOutputs:
+    """Raw network outputs: semantic logits Tensor[B, 19, H, W] at input resolution (None without a semantic head)
+    and the instance head's raw outputs (None without an instance head)."""
+
+    semantic: Tensor | None
+    instance: SoloOutputs | None
+
+
+@dataclass
 class Instances:
     """Instance predictions of one image, sorted by descending score.
 
@@ -75,6 +123,16 @@ class Instances:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+
+@dataclass
+class Prediction:
+    """Per-image inference result: semantic logits Tensor[19, H0, W0] at the original size (None without a semantic
+    head) and the instances (None without an instance head)."""
+
+    image_id: str
+    semantic_logits: Tensor | None
+    instances: Instances | None
 
 
 @dataclass

@@ -12,14 +12,15 @@ import numpy as np
 from cityscapesscripts.helpers.labels import id2label
 from PIL import Image, ImageDraw, ImageFont
 
+from lpsctl.labels import INSTANCE_OFFSET, label_name
+
 Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 VOID_COLOR = (0, 0, 0)
-LABEL_OFFSET = 1000  # thing segment id = label id · 1000 + k
 
 
 def instance_color(segment_id: int) -> tuple[int, int, int]:
     """A stable, saturated colour per instance id (golden-ratio hue steps keep neighbours apart)."""
-    hue = (segment_id % LABEL_OFFSET * 0.618033988749895 + (segment_id // LABEL_OFFSET) * 0.13) % 1.0
+    hue = (segment_id % INSTANCE_OFFSET * 0.618033988749895 + (segment_id // INSTANCE_OFFSET) * 0.13) % 1.0
     red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
     return int(red * 255), int(green * 255), int(blue * 255)
 
@@ -32,7 +33,7 @@ def color_panoptic(ids: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, in
     for segment_id in unique.tolist():
         if segment_id == 0:
             colors[segment_id] = VOID_COLOR
-        elif segment_id >= LABEL_OFFSET:
+        elif segment_id >= INSTANCE_OFFSET:
             colors[segment_id] = instance_color(segment_id)
         else:
             colors[segment_id] = tuple(id2label[segment_id].color) if segment_id in id2label else VOID_COLOR
@@ -53,7 +54,7 @@ def draw_overlay(image: np.ndarray, ids: np.ndarray, *, alpha: float = 0.55, sid
         raise ValueError(f"image {image.shape[:2]} and panoptic ids {ids.shape} differ in size")
     colored, colors = color_panoptic(ids)
     blend = (image.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha).astype(np.uint8)
-    things = [s for s in colors if s >= LABEL_OFFSET]
+    things = [s for s in colors if s >= INSTANCE_OFFSET]
     # one bounding-box pass for all instances instead of a full-image comparison per instance
     boxes = _segment_boxes(ids, things)
     thickness = max(1, round(ids.shape[0] / 400))
@@ -65,8 +66,8 @@ def draw_overlay(image: np.ndarray, ids: np.ndarray, *, alpha: float = 0.55, sid
     draw = ImageDraw.Draw(canvas, "RGBA")
     font = _font(ids.shape[0])
     for segment_id, (x0, y0, _, _) in zip(things, boxes, strict=True):
-        _tag(draw, (x0, y0), _name(segment_id // LABEL_OFFSET), colors[segment_id], font)
-    present = sorted({s // LABEL_OFFSET if s >= LABEL_OFFSET else s for s in colors if s})
+        _tag(draw, (x0, y0), label_name(segment_id // INSTANCE_OFFSET), colors[segment_id], font)
+    present = sorted({s // INSTANCE_OFFSET if s >= INSTANCE_OFFSET else s for s in colors if s})
     _legend(draw, canvas.size, [i for i in present if i in id2label], font)
     overlay = np.asarray(canvas)
     return np.concatenate([image, overlay], axis=1) if side_by_side else overlay
@@ -92,10 +93,6 @@ def _segment_boxes(ids: np.ndarray, segment_ids: list[int]) -> list[tuple[int, i
     return boxes
 
 
-def _name(label_id: int) -> str:
-    return id2label[label_id].name if label_id in id2label else str(label_id)
-
-
 def _tag(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, color: tuple, font: Font) -> None:
     """The class name on the instance's colour, just above its box (inside it at the top edge of the image)."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -110,7 +107,7 @@ def _legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], label_ids: list[in
     if not label_ids:
         return
     width, height = size
-    names = [_name(i) for i in label_ids]
+    names = [label_name(i) for i in label_ids]
     text_height = max(math.ceil(draw.textbbox((0, 0), "Ag", font=font)[3]), 1)
     line, pad = text_height + 3, 3
     text_width = max(math.ceil(draw.textbbox((0, 0), name, font=font)[2]) for name in names)

@@ -10,9 +10,9 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 
+from lpsctl.data.predictions import write_panoptic, write_panoptic_json
 from lpsctl.engine.visualize import render_prediction_folder
 from lpsctl.errors import DataError
-from lpsctl.postprocess.panoptic_io import write_panoptic, write_panoptic_json
 from lpsctl.structures import PanopticPrediction
 from lpsctl.visualize import VOID_COLOR, color_panoptic, draw_overlay, instance_color
 from tests.cli_runner import run_lpsctl as run

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from lpsctl.config import Config, load_config, to_dict
-from lpsctl.data.cityscapes import THING_LABEL_IDS, coco_json
+from lpsctl.data.cityscapes import coco_json
 from lpsctl.engine.checkpoint import save_checkpoint
+from lpsctl.labels import THING_LABEL_IDS
 from lpsctl.models import PanopticNet, build_model
 
 CONFIG_FILE = Path(__file__).parents[1] / "configs" / "synthetic_eps.yaml"

@@ -17,8 +17,6 @@ from lpsctl.cli.predict import export_masks_command, fuse_command
 from lpsctl.cli.visualize_cmd import visualize_command
 from lpsctl.errors import LpsctlError
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise checks for updates online
-
 app = typer.Typer(
     name="lpsctl",
     help="Location-based panoptic segmentation: EfficientPS with a SOLOv2 instance head.",
@@ -54,6 +52,9 @@ def root(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app; a user error (LpsctlError) is one red line on stderr and exit code 2."""
+    # albumentations checks PyPI for a newer version when imported unless told not to; lpsctl never goes online by
+    # itself. Set for this process before any command imports it (a library user decides for their own process).
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
         app(args=argv, prog_name="lpsctl")
     except LpsctlError as error:

@@ -26,10 +26,12 @@ def eval_command(
 ) -> None:
     """Evaluate a prediction folder (PQ, mIoU) and/or exported masks (mask AP); writes DIR/metrics.json."""
     from lpsctl.atomic import write_text_atomic
+    from lpsctl.engine.evaluate import run_evaluation
 
     if pred is None and masks is None:
         raise LpsctlError("nothing to evaluate: pass --pred DIR (from `lpsctl fuse`) and/or --masks FILE")
-    metrics = run_evaluation(pred, masks, root, split, reference=reference, workers=workers)
+    with progress_bar() as update:
+        metrics = run_evaluation(pred, masks, root, split, reference=reference, workers=workers, progress=update)
     if "All" in metrics:
         console.print(panoptic_table(metrics))
     if "miou" in metrics:
@@ -39,47 +41,6 @@ def eval_command(
     target = (pred / "metrics.json") if pred is not None else masks.with_suffix(".metrics.json")  # type: ignore[union-attr]
     write_text_atomic(target, json.dumps(metrics, indent=2))
     console.print(f"[green]saved[/] {target}")
-
-
-def run_evaluation(
-    pred: Path | None, masks: Path | None, root: Path, split: str, *, reference: bool, workers: int
-) -> dict[str, Any]:
-    """{"All", "Things", "Stuff", "per_class"} (PQ; fractions), "miou" and "semantic" (when the folder has semantic
-    PNGs) for `pred`; "mask_ap" for `masks`."""
-    from lpsctl.data.cityscapes import coco_json, panoptic_folder, panoptic_json
-    from lpsctl.evaluation.coco import evaluate_masks
-    from lpsctl.evaluation.pq import evaluate_panoptic
-    from lpsctl.evaluation.reference import evaluate_panoptic_reference
-    from lpsctl.evaluation.semantic import evaluate_semantic
-    from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER, PANOPTIC_JSON, SEMANTIC_FOLDER
-
-    if not root.is_dir():
-        raise LpsctlError(f"dataset root not found: {root} (point --root at the dataset the prediction was made on)")
-    metrics: dict[str, Any] = {}
-    if pred is not None:
-        if not (pred / PANOPTIC_JSON).is_file() or not (pred / PANOPTIC_FOLDER).is_dir():
-            raise LpsctlError(
-                f"{pred} is not a prediction folder (needs {PANOPTIC_JSON} and {PANOPTIC_FOLDER}/): "
-                f"run `lpsctl fuse --out {pred}`"
-            )
-        gt_json, gt_folder = panoptic_json(root, split), panoptic_folder(root, split)
-        if not gt_json.is_file():
-            raise LpsctlError(f"ground truth {gt_json} missing: run `lpsctl data prepare --root {root}`")
-        with progress_bar() as update:
-            if reference:
-                result = evaluate_panoptic_reference(gt_json, gt_folder, pred / PANOPTIC_JSON, pred / PANOPTIC_FOLDER)
-            else:
-                result = evaluate_panoptic(
-                    gt_json, gt_folder, pred / PANOPTIC_JSON, pred / PANOPTIC_FOLDER, workers=workers, progress=update
-                )
-            metrics.update(result)
-            if (pred / SEMANTIC_FOLDER).is_dir():
-                semantic = evaluate_semantic(root, split, pred, workers=workers, progress=update)
-                metrics["miou"] = semantic["miou"]
-                metrics["semantic"] = semantic
-    if masks is not None:
-        metrics["mask_ap"] = evaluate_masks(coco_json(root, split), masks)
-    return metrics
 
 
 def panoptic_table(metrics: dict[str, Any]) -> Table:

@@ -5,17 +5,16 @@ Only light imports here and at the top of every command module: `lpsctl --help` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from lpsctl.config import Config, load_config
 
-if TYPE_CHECKING:
-    from lpsctl.structures import ProgressCallback
+#: `update(description, done, total, status="")`: a ProgressCallback (lpsctl.structures) with an optional status text
+ProgressUpdate = Callable[..., None]
 
 ROOT = typer.Option(Path("data/cityscapes"), "--root", help="Dataset root in Cityscapes layout.")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config listing deviations from the defaults.")
@@ -28,8 +27,9 @@ def resolve_config(config: Path | None, overrides: list[str] | None) -> Config:
 
 
 @contextmanager
-def progress_bar() -> Iterator[ProgressCallback]:
-    """Yields `update(description, done, total)`; one bar per description."""
+def progress_bar(*, status: bool = False, disable: bool = False) -> Iterator[ProgressUpdate]:
+    """Yields `update(description, done, total[, status])`: one rich bar per description (the one progress display
+    of every command; `status` adds a text column the caller fills, e.g. the training losses)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -40,19 +40,16 @@ def progress_bar() -> Iterator[ProgressCallback]:
         TimeRemainingColumn,
     )
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if status:
+        columns.append(TextColumn("{task.fields[status]}"))
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=False, disable=disable) as progress:
         tasks: dict[str, TaskID] = {}
 
-        def update(description: str, done: int, total: int) -> None:
+        def update(description: str, done: int, total: int, text: str = "") -> None:
             if description not in tasks:
-                tasks[description] = progress.add_task(description, total=total)
-            progress.update(tasks[description], completed=done, total=total)
+                tasks[description] = progress.add_task(description, total=total, status=text)
+            progress.update(tasks[description], completed=done, total=total, status=text)
 
         yield update

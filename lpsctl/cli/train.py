@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lpsctl.cli.options import CONFIG, SET, resolve_config
+from lpsctl.cli.options import CONFIG, SET, progress_bar, resolve_config
 
 if TYPE_CHECKING:  # the engine (torch) is imported when a command runs, so `lpsctl --help` starts fast
     from lpsctl.engine.train import Mode, TrainSummary
@@ -24,30 +23,27 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Start again in an --out fol
 VALIDATE = typer.Option(True, "--validate/--no-validate", help="Evaluate on the val split every solver.eval_period.")
 
 
-@app.command("eps")
-def eps(
-    out: Path = OUT,
-    config: Path | None = CONFIG,
-    overrides: list[str] | None = SET,
-    resume: bool = RESUME,
-    overwrite: bool = OVERWRITE,
-    run_validation: bool = VALIDATE,
-) -> None:
-    """Train EfficientPS with the SOLOv2 instance head (semantic + instance losses), validated by PQ."""
-    _run("eps", out, config, overrides, resume, overwrite, run_validation)
+HELP: dict[Mode, str] = {
+    "eps": "Train EfficientPS with the SOLOv2 instance head (semantic + instance losses), validated by PQ.",
+    "solo": "Train the instance-only SOLOv2 model (EfficientNet + 2-way FPN + SOLOv2), validated by mask AP.",
+}
 
 
-@app.command("solo")
-def solo(
-    out: Path = OUT,
-    config: Path | None = CONFIG,
-    overrides: list[str] | None = SET,
-    resume: bool = RESUME,
-    overwrite: bool = OVERWRITE,
-    run_validation: bool = VALIDATE,
-) -> None:
-    """Train the instance-only SOLOv2 model (EfficientNet + 2-way FPN + SOLOv2), validated by mask AP."""
-    _run("solo", out, config, overrides, resume, overwrite, run_validation)
+def _command(mode: Mode) -> None:
+    """Register `lpsctl train MODE`: both modes share options and body, they differ in the model they train."""
+
+    def command(
+        out: Path = OUT,
+        config: Path | None = CONFIG,
+        overrides: list[str] | None = SET,
+        resume: bool = RESUME,
+        overwrite: bool = OVERWRITE,
+        run_validation: bool = VALIDATE,
+    ) -> None:
+        _run(mode, out, config, overrides, resume, overwrite, run_validation)
+
+    command.__doc__ = HELP[mode]
+    app.command(mode)(command)
 
 
 def _run(
@@ -60,23 +56,15 @@ def _run(
     run_validation: bool,
 ) -> None:
     config = resolve_config(config_path, overrides)
-    columns = (
-        TextColumn(f"train {mode}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     # under torchrun every rank runs this command; only rank 0 trains visibly (it alone logs and checkpoints)
     is_main = os.environ.get("RANK", "0") == "0"
-    with Progress(*columns, console=console, disable=not is_main) as progress:
-        task = progress.add_task("train", total=config.solver.max_iters, status="")
+    with progress_bar(status=True, disable=not is_main) as update:
 
         def on_step(iteration: int, total: int, values: dict[str, float]) -> None:
             terms = " ".join(f"{k.removeprefix('loss_')}={v:.3f}" for k, v in values.items() if k.startswith("loss"))
-            status = f"{terms} lr={values['lr']:.2e} {values['images_per_s']:.1f} img/s"
-            progress.update(task, completed=iteration, total=total, status=status)
+            update(
+                f"train {mode}", iteration, total, f"{terms} lr={values['lr']:.2e} {values['images_per_s']:.1f} img/s"
+            )
 
         from lpsctl.engine.train import train
         from lpsctl.engine.validation import validate
@@ -103,3 +91,7 @@ def _report(summary: TrainSummary, is_main: bool = True) -> None:
             console.print(f"continue with the same command and --resume (run folder {summary.run_dir})")
     if summary.interrupted:
         raise typer.Exit(130)
+
+
+for _mode in HELP:
+    _command(_mode)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import typer
@@ -13,7 +12,6 @@ from lpsctl.cli.predict import DEVICE, resolve_device
 from lpsctl.errors import LpsctlError
 
 console = Console()
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def visualize_command(
@@ -25,31 +23,15 @@ def visualize_command(
     device: str | None = DEVICE,
 ) -> None:
     """Draw stuff in the Cityscapes palette and every instance in its own colour with contour, label and legend."""
+    from lpsctl.data.dataset import expand_image_paths
     from lpsctl.engine.visualize import overlay_predictions, render_prediction_folder
 
     if len(inputs) == 1 and (Path(inputs[0]) / "panoptic.json").is_file():
         written = render_prediction_folder(Path(inputs[0]), out, images=images, side_by_side=side_by_side)
     else:
-        paths = expand_images(inputs)
+        paths = expand_image_paths(inputs)
         if checkpoint is None:
             raise LpsctlError("images need a model: pass --checkpoint (or give a prediction folder from `lpsctl fuse`)")
         with progress_bar() as update:
             written = overlay_predictions(paths, checkpoint, out, resolve_device(device), side_by_side, update)
     console.print(f"[green]wrote[/] {len(written)} overlay(s) to {out}")
-
-
-def expand_images(inputs: list[str]) -> list[Path]:
-    """Files, folders (their images) and glob patterns → image paths; clear errors for what matches nothing."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found = [path]
-        else:
-            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise LpsctlError(f"no images found for '{item}' (give PNG/JPG files, folders or a glob)")
-        paths += found
-    return paths

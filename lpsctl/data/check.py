@@ -12,8 +12,18 @@ import numpy as np
 from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 
-from lpsctl.data.cityscapes import Paths, coco_json, list_images, panoptic_folder, panoptic_json, read_png
+from lpsctl.data.cityscapes import (
+    Paths,
+    coco_json,
+    list_images,
+    missing_root,
+    mtime_ns,
+    panoptic_folder,
+    panoptic_json,
+)
 from lpsctl.errors import DataError
+from lpsctl.imagefile import read_png
+from lpsctl.labels import GROUP_SUFFIX, INSTANCE_OFFSET, base_label_name
 
 REGENERATE = "run `lpsctl data synth` or re-download gtFine"
 #: size mismatches listed per split before the rest is summarised in a count
@@ -21,13 +31,14 @@ MAX_LISTED = 5
 
 
 def _valid_instance_values() -> np.ndarray:
-    """bool[1000·(max label id + 1)]: the values an instanceIds PNG may hold (labelId, or labelId·1000 + k)."""
+    """bool[INSTANCE_OFFSET·(max label id + 1)]: the values an instanceIds PNG may hold (labelId, or
+    labelId·INSTANCE_OFFSET + k)."""
     known = [label_id for label_id in id2label if label_id >= 0]
-    valid = np.zeros(1000 * (max(known) + 1), dtype=bool)
+    valid = np.zeros(INSTANCE_OFFSET * (max(known) + 1), dtype=bool)
     valid[known] = True
     for label_id in known:
         if label_id > 0:
-            valid[1000 * label_id : 1000 * (label_id + 1)] = True
+            valid[INSTANCE_OFFSET * label_id : INSTANCE_OFFSET * (label_id + 1)] = True
     return valid
 
 
@@ -41,7 +52,7 @@ def check(root: Path, *, splits: Sequence[str] | None = None) -> list[str]:
     """
     root = Path(root)
     if not root.is_dir():
-        return [f"dataset root not found: {root}: run `lpsctl data synth --root {root}` or point --root at Cityscapes"]
+        return [missing_root(root)]
     splits = list(dict.fromkeys(splits)) if splits else split_folders(root)
     if not splits:
         return [f"no split folders in {root / 'leftImg8bit'}: run `lpsctl data synth --root {root}` or download it"]
@@ -68,7 +79,7 @@ def _check_split(root: Path, split: str) -> list[str]:
     ]
     problems.append(_missing_files(split, [p.gt("labelTrainIds.png") for p in items], prepare))
     problems += _size_problems(items, root)
-    newest = max(_mtime(p.gt("instanceIds.png")) for p in items)
+    newest = max(mtime_ns(p.gt("instanceIds.png")) for p in items)
     json_problems, segments = _check_json(panoptic_json(root, split), "panoptic JSON", "annotations", "image_id", items)
     problems += json_problems + _older(panoptic_json(root, split), "panoptic JSON", newest, prepare)
     pngs = [panoptic_folder(root, split) / str(entry.get("file_name", "")) for entry in segments]
@@ -122,10 +133,9 @@ def _check_json(
     if not path.is_file():
         return [f"{kind} missing for split {items[0].split}: {fix}"], []
     try:
-        entries = json.loads(path.read_text())[section]
-        listed = {str(entry[key]) for entry in entries}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return [f"{kind} {path} is unreadable ({type(error).__name__}: {error}): {fix}"], []
+        listed, entries = listed_ids(path, section, key)
+    except DataError as error:
+        return [f"{kind} {error}: {fix}"], []
     unlisted = [p.image_id for p in items if p.image_id not in listed]
     if unlisted:
         return [
@@ -135,13 +145,19 @@ def _check_json(
 
 
 def _older(path: Path, kind: str, newest_input: int, fix: str) -> list[str]:
-    if path.is_file() and _mtime(path) < newest_input:
+    if path.is_file() and mtime_ns(path) < newest_input:
         return [f"{kind} {path} is older than the instanceIds PNGs it is made from: {fix}"]
     return []
 
 
-def _mtime(path: Path) -> int:
-    return path.stat().st_mtime_ns if path.exists() else 0
+def listed_ids(path: Path, section: str, key: str) -> tuple[set[str], list[dict[str, Any]]]:
+    """The ids a prepared JSON lists (`str(data[section][*][key])`) and the entries of `section`; DataError
+    "{path} is unreadable (…)" when it is missing or has another structure."""
+    try:
+        entries = json.loads(path.read_text())[section]
+        return {str(entry[key]) for entry in entries}, entries
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path} is unreadable ({type(error).__name__}: {error})") from None
 
 
 # --- validators that `prepare` runs on each input it reads (full checks, `DataError` on the first problem) ---------
@@ -162,14 +178,15 @@ def read_polygons(path: Path) -> tuple[int, int]:
 
 
 def _check_object(path: Path, index: int, label: str, points: np.ndarray, item: dict[str, Any]) -> None:
-    """The label rules of json2labelImg (deleted objects skipped; `…group` is a crowd of `…`), as a clear error."""
+    """The label rules of json2labelImg (deleted objects skipped; `base_label_name`: `cargroup` is a crowd of cars),
+    as a clear error."""
     if item.get("deleted"):
         return
-    name = label[: -len("group")] if label not in name2label and label.endswith("group") else label
+    name = base_label_name(label)
     if name not in name2label:
         raise DataError(
-            f"{path}: unknown label '{label}' (object {index}); labels must be names from "
-            "cityscapesscripts.helpers.labels, or a thing name + 'group' for a crowd (e.g. 'cargroup')"
+            f"{path}: unknown label '{label}' (object {index}); labels must be names from cityscapesscripts.helpers."
+            f"labels, or a thing name + '{GROUP_SUFFIX}' for a crowd (e.g. 'car{GROUP_SUFFIX}')"
         )
     if name2label[name].id >= 0 and (points.ndim != 2 or points.shape[1] != 2 or len(points) < 2):
         raise DataError(f"{path}: object {index} ('{label}') needs a polygon of at least 2 [x, y] points")
@@ -190,7 +207,7 @@ def image_size(path: Path, *, verify: bool) -> tuple[int, int]:
 
 
 def read_instance_ids(path: Path) -> np.ndarray:
-    """int32[H, W] instanceIds, fully decoded; every value must be a label id or labelId·1000 + k."""
+    """int32[H, W] instanceIds, fully decoded; every value must be a label id or labelId·INSTANCE_OFFSET + k."""
     if not path.is_file():
         raise DataError(f"file not found: {path} ({REGENERATE})")
     instance_ids = read_png(path)
@@ -205,7 +222,9 @@ def read_instance_ids(path: Path) -> np.ndarray:
     else:
         invalid = np.unique(instance_ids[~_VALID_INSTANCE_VALUE[instance_ids]])
     if invalid.size:
-        raise DataError(f"{path}: values {invalid[:5].tolist()} are not Cityscapes ids (labelId or labelId·1000 + k)")
+        raise DataError(
+            f"{path}: values {invalid[:5].tolist()} are not Cityscapes ids (labelId or labelId·{INSTANCE_OFFSET} + k)"
+        )
     return instance_ids
 
 

@@ -9,13 +9,14 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from pycocotools import mask as mask_utils
 
+from lpsctl.labels import INSTANCE_OFFSET
+
 #: the 8 evaluated thing classes (person … bicycle), id = Cityscapes label id (24-28, 31-33); caravan and trailer
 #: have instances too but are ignored in evaluation, as in mmdetection's converter
 THING_CATEGORIES: tuple[dict[str, Any], ...] = tuple(
     {"id": int(lb.id), "name": lb.name} for lb in CS_LABELS if lb.hasInstances and not lb.ignoreInEval
 )
 _THING_IDS = np.array([category["id"] for category in THING_CATEGORIES])
-INSTANCE_OFFSET = 1000
 
 
 def instance_annotations(instance_ids: np.ndarray) -> list[dict[str, Any]]:

@@ -5,9 +5,10 @@ Targets come from `_gtFine_labelTrainIds.png` (semantic) and `_gtFine_instanceId
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,40 +16,30 @@ import torch
 from torch.utils.data import Dataset
 
 from lpsctl.config import DataConfig
-from lpsctl.data.cityscapes import (
-    IGNORE,
-    NUM_CLASSES,
-    THING_TRAIN_IDS,
-    Paths,
-    label_id_to_train_id_lut,
-    list_images,
-    read_png,
-)
+from lpsctl.data.cityscapes import Paths, list_images
 from lpsctl.data.transforms import PanopticTransform, build_eval_transform
 from lpsctl.errors import DataError
+from lpsctl.imagefile import read_png
+from lpsctl.labels import IGNORE, INSTANCE_OFFSET, NUM_CLASSES, label_id_to_thing_lut
 from lpsctl.structures import Batch, Sample
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: an input holding one of these is a glob pattern (`glob` syntax)
+GLOB_CHARACTERS = "*?["
 
 
-def _label_to_thing_lut() -> np.ndarray:
-    """int64[256]: Cityscapes label id → thing class index 0-7 (label → train id → index in THING_TRAIN_IDS), or -1."""
-    train_to_thing = np.full(256, -1, dtype=np.int64)
-    train_to_thing[list(THING_TRAIN_IDS)] = np.arange(len(THING_TRAIN_IDS))
-    return train_to_thing[label_id_to_train_id_lut()]
-
-
-LABEL_TO_THING = _label_to_thing_lut()
-#: instanceIds values are labelId·1000 + k with label ids < 256 (uint8 label PNGs)
-MAX_INSTANCE_ID = 256 * 1000
+LABEL_TO_THING = label_id_to_thing_lut()
+#: instanceIds values are labelId·INSTANCE_OFFSET + k with label ids < 256 (uint8 label PNGs)
+MAX_INSTANCE_ID = 256 * INSTANCE_OFFSET
 
 
 def decode_instance_ids(instance_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split a Cityscapes instanceIds map into an instance map, per-instance classes and the crowd region.
 
-    instance_ids: int[H, W] in [0, MAX_INSTANCE_ID), labelId·1000 + k on thing instances, labelId elsewhere.
+    instance_ids: int[H, W] in [0, MAX_INSTANCE_ID), labelId·INSTANCE_OFFSET + k on thing instances, labelId
+    elsewhere.
     Returns (instances int32[H, W] with 1..N on the N thing instances in increasing id order and 0 elsewhere,
     classes int64[N] thing index 0-7, crowd bool[H, W] = pixels of a thing class without an instance). Thing labels
     without a train id (caravan, trailer) are neither instances nor crowd: the semantic map has them as void.
@@ -59,9 +50,11 @@ def decode_instance_ids(instance_ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     # a lookup table over the id range instead of np.unique(return_inverse=True): linear time, ~10× faster at 1024×2048
     ids = np.arange(int(flat.max()) + 1 if flat.size else 0)
     present = np.bincount(flat, minlength=ids.size) > 0
-    thing_class = LABEL_TO_THING[np.minimum(np.where(ids >= 1000, ids // 1000, ids), 255)]  # 255: no label
-    is_instance = present & (ids >= 1000) & (thing_class >= 0)
-    is_crowd = (ids < 1000) & (thing_class >= 0)
+    thing_class = LABEL_TO_THING[
+        np.minimum(np.where(ids >= INSTANCE_OFFSET, ids // INSTANCE_OFFSET, ids), 255)
+    ]  # 255: no label
+    is_instance = present & (ids >= INSTANCE_OFFSET) & (thing_class >= 0)
+    is_crowd = (ids < INSTANCE_OFFSET) & (thing_class >= 0)
     index = np.where(is_instance, np.cumsum(is_instance), 0).astype(np.int32)
     return index[instance_ids], thing_class[is_instance], is_crowd[instance_ids]
 
@@ -190,13 +183,11 @@ class CityscapesPanoptic(Dataset[Sample]):
 class ImageFolderDataset(Dataset[Sample]):
     """Arbitrary user images (PNG/JPG; grayscale and RGBA become RGB), image id = file stem, no labels.
 
-    paths: image files, or folders whose *.png/*.jpg/*.jpeg files are taken (sorted by name).
+    paths: image files, folders or glob patterns (`expand_image_paths`).
     """
 
     def __init__(self, paths: Sequence[str | Path], *, transform: PanopticTransform | None = None) -> None:
-        self.paths = _expand(paths)
-        if not self.paths:
-            raise DataError(f"no images found in {', '.join(map(str, paths)) or 'an empty list'} (expected PNG or JPG)")
+        self.paths = expand_image_paths(paths)
         stems: dict[str, Path] = {}
         for path in self.paths:
             if path.stem in stems:
@@ -217,16 +208,31 @@ class ImageFolderDataset(Dataset[Sample]):
         return _to_sample(self.transform, image, *_empty_targets(image.shape[:2]), image_id=path.stem)
 
 
-def _expand(paths: Sequence[str | Path]) -> list[Path]:
+def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image paths, in input order: a file as given, a folder's PNG/JPG/JPEG files searched recursively (sorted), a
+    glob pattern's matching image files (sorted). DataError naming an input that matches no image, or for no input."""
+    if not inputs:
+        raise DataError("no images found: no inputs given (give PNG/JPG files, folders or glob patterns)")
     found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
-        elif path.is_file():
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
             found.append(path)
+        elif path.is_dir():
+            found += _images_among(path.rglob("*"), f"in folder {path} (searched recursively)")
+        elif any(character in str(item) for character in GLOB_CHARACTERS):
+            found += _images_among(map(Path, glob.glob(str(item))), f"matching '{item}'")
         else:
             raise DataError(f"image not found: {path}")
     return found
+
+
+def _images_among(candidates: Iterable[Path], where: str) -> list[Path]:
+    """The image files among `candidates`, sorted; DataError "no images found {where}" when there are none."""
+    images = sorted(path for path in candidates if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    if not images:
+        raise DataError(f"no images found {where}: expected {'/'.join(IMAGE_SUFFIXES)} files")
+    return images
 
 
 def collate_batch(samples: Sequence[Sample], size_divisor: int = 32) -> Batch:

@@ -13,7 +13,6 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,9 +23,18 @@ from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
 from lpsctl.atomic import atomic_path
 from lpsctl.data import coco
-from lpsctl.data.check import image_size, read_instance_ids, read_polygons, same_size, split_folders
-from lpsctl.data.cityscapes import Paths, coco_json, list_images, panoptic_folder, panoptic_json
+from lpsctl.data.check import image_size, listed_ids, read_instance_ids, read_polygons, same_size, split_folders
+from lpsctl.data.cityscapes import (
+    Paths,
+    coco_json,
+    list_images,
+    mtime_ns,
+    panoptic_folder,
+    panoptic_json,
+    require_root,
+)
 from lpsctl.errors import DataError
+from lpsctl.parallel import parallel_map
 
 if TYPE_CHECKING:  # structures imports torch, which worker processes do not need
     from lpsctl.structures import ProgressCallback
@@ -89,24 +97,15 @@ def prepare(
     """
     root = Path(root)
     report = PrepareReport(root=root, splits=resolve_splits(root, splits))
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    try:
-        for split in report.splits:
-            _prepare_split(root, split, pool, max(workers, 1), overwrite, progress, report)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    for split in report.splits:
+        _prepare_split(root, split, max(workers, 1), overwrite, progress, report)
     log.info("prepared %s", report)
     return report
 
 
 def resolve_splits(root: Path, splits: Sequence[str] | None) -> list[str]:
     """The requested splits without repeats, or every split folder under `leftImg8bit/`; a clear error if none."""
-    if not root.is_dir():
-        raise DataError(
-            f"dataset root not found: {root} (create one with `lpsctl data synth --root {root}` "
-            "or point --root at a Cityscapes download)"
-        )
+    require_root(root)
     if splits:
         return list(dict.fromkeys(splits))
     found = split_folders(root)
@@ -116,13 +115,7 @@ def resolve_splits(root: Path, splits: Sequence[str] | None) -> list[str]:
 
 
 def _prepare_split(
-    root: Path,
-    split: str,
-    pool: Executor | None,
-    workers: int,
-    overwrite: bool,
-    progress: ProgressCallback | None,
-    report: PrepareReport,
+    root: Path, split: str, workers: int, overwrite: bool, progress: ProgressCallback | None, report: PrepareReport
 ) -> None:
     items = list_images(root, split)
     report.images += len(items)
@@ -132,14 +125,14 @@ def _prepare_split(
     tasks = [
         ImageTask(
             paths=p,
-            train_ids=overwrite or _mtime(p.gt("labelTrainIds.png")) < _newest([p.gt("polygons.json")]),
+            train_ids=overwrite or mtime_ns(p.gt("labelTrainIds.png")) < _newest([p.gt("polygons.json")]),
             read_instances=make_panoptic or make_coco,
             coco=make_coco,
         )
         for p in items
     ]
     tasks = [task for task in tasks if task.train_ids or task.read_instances]
-    results = _run(pool, prepare_image, tasks, _progress(progress, f"prepare {split}", [1] * len(tasks)))
+    results = _run(prepare_image, tasks, workers, progress, f"prepare {split}", [1] * len(tasks))
     report.count("labelTrainIds", sum(task.train_ids for task in tasks), len(items))
     if make_coco:
         dataset = coco.build_dataset([result for result in results if result is not None])
@@ -148,41 +141,36 @@ def _prepare_split(
             temp.write_text(json.dumps(dataset))
     report.count("coco", int(make_coco), 1)
     if make_panoptic:
-        _make_panoptic(root, split, items, pool, workers, progress)
+        _make_panoptic(root, split, items, workers, progress)
     report.count("panoptic", int(make_panoptic), 1)
-
-
-def _mtime(path: Path) -> int:
-    """Modification time in ns; -1 when missing (an output that is missing is never fresh)."""
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return -1
 
 
 def _newest(inputs: list[Path]) -> int:
     """Newest input mtime; a missing input counts as infinitely new, so its output is redone and the error surfaces."""
-    times = [_mtime(path) for path in inputs]
+    times = [mtime_ns(path) for path in inputs]
     return sys.maxsize if any(t < 0 for t in times) else max(times, default=0)
 
 
-def _listed(path: Path, section: str, key: str) -> set[str] | None:
+def _fresh(path: Path, section: str, key: str, items: list[Paths], newest_input: int) -> bool:
+    """A prepared JSON is newer than its inputs and lists exactly the split's images (a missing one is not fresh)."""
+    if mtime_ns(path) < newest_input:
+        return False
     try:
-        return {str(entry[key]) for entry in json.loads(path.read_text())[section]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        listed, _ = listed_ids(path, section, key)
+    except DataError:
+        return False
+    return listed == {p.image_id for p in items}
 
 
 def _panoptic_fresh(root: Path, split: str, items: list[Paths], newest_input: int) -> bool:
-    path = panoptic_json(root, split)
-    if _mtime(path) < newest_input or _listed(path, "annotations", "image_id") != {p.image_id for p in items}:
-        return False
-    return all(p.panoptic_png.is_file() for p in items)
+    """The panoptic JSON is fresh (`_fresh`) and every image's panoptic PNG exists."""
+    fresh = _fresh(panoptic_json(root, split), "annotations", "image_id", items, newest_input)
+    return fresh and all(p.panoptic_png.is_file() for p in items)
 
 
 def _coco_fresh(root: Path, split: str, items: list[Paths], newest_input: int) -> bool:
-    path = coco_json(root, split)
-    return _mtime(path) >= newest_input and _listed(path, "images", "cs_image_id") == {p.image_id for p in items}
+    """The COCO instance JSON is fresh (`_fresh`)."""
+    return _fresh(coco_json(root, split), "images", "cs_image_id", items, newest_input)
 
 
 def prepare_image(task: ImageTask) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
@@ -205,20 +193,17 @@ def prepare_image(task: ImageTask) -> tuple[dict[str, Any], list[dict[str, Any]]
     return coco.image_entry(paths.city, paths.image_id, *size), coco.instance_annotations(instance_ids)
 
 
-def _make_panoptic(
-    root: Path, split: str, items: list[Paths], pool: Executor | None, workers: int, progress: ProgressCallback | None
-) -> None:
+def _make_panoptic(root: Path, split: str, items: list[Paths], workers: int, progress: ProgressCallback | None) -> None:
     """convert2panoptic over contiguous chunks of its own (sorted path) order, merged into what one run writes, then
     renamed into place: the PNG folder first, the JSON last (its mtime marks the set as complete)."""
     sources = sorted(os.path.abspath(p.gt("instanceIds.png")) for p in items)
-    count = 1 if pool is None else min(len(sources), workers * CHUNKS_PER_WORKER)
+    count = 1 if workers <= 1 else min(len(sources), workers * CHUNKS_PER_WORKER)
     bounds = np.linspace(0, len(sources), count + 1).round().astype(int).tolist()
     chunks = [sources[start:stop] for start, stop in zip(bounds, bounds[1:], strict=False)]
     with tempfile.TemporaryDirectory(prefix=f".panoptic-{split}-", dir=root / "gtFine") as temp_name:
         temp = Path(temp_name)
         jobs = [(chunk, str(temp / f"chunk{k}"), split) for k, chunk in enumerate(chunks)]
-        update = _progress(progress, f"panoptic {split}", [len(chunk) for chunk in chunks])
-        outputs = _run(pool, convert_panoptic_chunk, jobs, update)
+        outputs = _run(convert_panoptic_chunk, jobs, workers, progress, f"panoptic {split}", list(map(len, chunks)))
         folder = temp / panoptic_folder(root, split).name
         folder.mkdir()
         for _, workdir, _ in jobs:
@@ -255,36 +240,21 @@ def convert_panoptic_chunk(job: tuple[list[str], str, str]) -> dict[str, Any]:
     return json.loads((output / f"cityscapes_panoptic_{split}.json").read_text())
 
 
-def _progress(progress: ProgressCallback | None, description: str, sizes: list[int]) -> Callable[[int], None]:
-    """`update(index)` for each finished task; reports the summed `sizes` (images) of the finished ones."""
+def _run(
+    function: Callable[[Task], Result],
+    tasks: list[Task],
+    workers: int,
+    progress: ProgressCallback | None,
+    description: str,
+    sizes: list[int],
+) -> list[Result]:
+    """`[function(t) for t in tasks]` in `workers` processes; after each result (in task order) reports
+    `progress(description, done, total)` with the summed `sizes` (images) of the finished tasks."""
+    results: list[Result] = []
     done, total = 0, sum(sizes)
-
-    def update(index: int) -> None:
-        nonlocal done
-        done += sizes[index]
+    for result, size in zip(parallel_map(function, tasks, workers, processes=True), sizes, strict=True):
+        results.append(result)
+        done += size
         if progress is not None:
             progress(description, done, total)
-
-    return update
-
-
-def _run(
-    pool: Executor | None, function: Callable[[Task], Result], tasks: list[Task], update: Callable[[int], None]
-) -> list[Result]:
-    """`[function(t) for t in tasks]`, in the pool when there is one; the first error cancels what has not started."""
-    if pool is None:
-        results = []
-        for index, task in enumerate(tasks):
-            results.append(function(task))
-            update(index)
-        return results
-    futures = {pool.submit(function, task): index for index, task in enumerate(tasks)}
-    try:
-        for future in as_completed(futures):
-            future.result()
-            update(futures[future])
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
-    return [future.result() for future in futures]
+    return results

@@ -7,8 +7,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,8 +22,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from lpsctl.atomic import atomic_path
 from lpsctl.data import synthetic_scene as scene
 from lpsctl.data import synthetic_shapes as shapes
-from lpsctl.data.cityscapes import SPLITS, THING_NAMES, Paths
+from lpsctl.data.cityscapes import SPLITS, Paths
 from lpsctl.errors import ConfigError, DataError
+from lpsctl.labels import THING_NAMES, base_label_name
+from lpsctl.parallel import parallel_map
 
 if TYPE_CHECKING:  # structures imports torch; worker processes do not need it
     from lpsctl.structures import ProgressCallback
@@ -103,9 +104,7 @@ def generate(
 
 def label_id(label: str) -> int:
     """Cityscapes label id of a polygon label (`cargroup` → car's id), as cityscapesscripts reads it."""
-    if label not in name2label and label.endswith("group"):
-        label = label[: -len("group")]
-    return name2label[label].id
+    return name2label[base_label_name(label)].id
 
 
 def render(
@@ -249,7 +248,7 @@ def synthesize(
         if progress is not None:
             progress(f"synth {split}", done, count)
         tasks = [(root, split, index, height, width, seed, style) for index in missing]
-        for _ in _run(_write_image, tasks, workers):
+        for _ in parallel_map(_write_image, tasks, workers, processes=True):
             done, written = done + 1, written + 1
             if progress is not None:
                 progress(f"synth {split}", done, count)
@@ -318,18 +317,6 @@ def _claim_root(root: Path, parameters: dict[str, Any], overwrite: bool) -> None
 
 def _complete(paths: Paths) -> bool:
     return paths.image.is_file() and all(paths.gt(suffix).is_file() for suffix in LABEL_SUFFIXES)
-
-
-def _run(function: Callable[[tuple], None], tasks: list[tuple], workers: int) -> Iterator[None]:
-    """Yield once per finished task, in order; in worker processes when workers > 1."""
-    if workers == 1 or len(tasks) <= 1:
-        for task in tasks:
-            function(task)
-            yield None
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as executor:
-        for _ in executor.map(function, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
-            yield None
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:

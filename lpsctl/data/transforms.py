@@ -3,21 +3,16 @@ once, so that scale jitter, crop and flip share one geometry. Label maps are nea
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
+from typing import NamedTuple
 
-# albumentations checks PyPI for a newer version on import unless told not to; lpsctl never goes online by itself
-os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+import albumentations as A
+import cv2
+import numpy as np
 
-from collections.abc import Sequence  # noqa: E402
-from typing import NamedTuple  # noqa: E402
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lpsctl.config import DataConfig  # noqa: E402
-from lpsctl.data.cityscapes import IGNORE  # noqa: E402
-from lpsctl.errors import ConfigError  # noqa: E402
+from lpsctl.config import DataConfig
+from lpsctl.errors import ConfigError
+from lpsctl.labels import IGNORE
 
 # Colour jitter strengths. SPEC is silent; these are the magnitudes of mmsegmentation's PhotoMetricDistortion
 # (brightness ±32/255 ≈ 0.125, contrast and saturation 0.5-1.5, hue ±18° ≈ 0.05 of the circle), applied half the time.

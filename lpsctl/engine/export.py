@@ -13,12 +13,11 @@ import torch
 from pycocotools import mask as mask_utils
 
 from lpsctl.atomic import write_text_atomic
-from lpsctl.data.cityscapes import THING_LABEL_IDS
 from lpsctl.errors import DataError
 from lpsctl.evaluation.coco import encode_results
 from lpsctl.jsonfile import read_json
-from lpsctl.models import Prediction
-from lpsctl.structures import Instances
+from lpsctl.labels import THING_LABEL_IDS
+from lpsctl.structures import Instances, Prediction
 
 
 def coco_image_ids(coco_json: Path | None) -> dict[str, int]:

@@ -3,7 +3,6 @@ panoptic files."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 from collections.abc import Iterable
@@ -12,10 +11,7 @@ from pathlib import Path
 import torch
 
 from lpsctl.config import FusionConfig
-from lpsctl.errors import DataError, LpsctlError
-from lpsctl.models import Prediction
-from lpsctl.postprocess.fusion import panoptic_fusion
-from lpsctl.postprocess.panoptic_io import (
+from lpsctl.data.predictions import (
     PANOPTIC_FOLDER,
     PANOPTIC_JSON,
     SEMANTIC_FOLDER,
@@ -23,7 +19,9 @@ from lpsctl.postprocess.panoptic_io import (
     write_panoptic_json,
     write_semantic_png,
 )
-from lpsctl.structures import Instances, PanopticPrediction
+from lpsctl.errors import DataError, LpsctlError
+from lpsctl.postprocess.fusion import panoptic_fusion
+from lpsctl.structures import Instances, PanopticPrediction, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +79,15 @@ def fuse_one(semantic_logits: torch.Tensor, instances: Instances, fusion: Fusion
         classes=instances.classes.to(device),
         mask_logits=None if instances.mask_logits is None else instances.mask_logits.to(device),
     )
-    return panoptic_fusion(semantic_logits, on_device, **dataclasses.asdict(fusion))
+    return panoptic_fusion(
+        semantic_logits,
+        on_device,
+        score_threshold=fusion.score_threshold,
+        overlap_threshold=fusion.overlap_threshold,
+        stuff_area=fusion.stuff_area,
+        reference_area=fusion.reference_area,
+        logit_scale=fusion.logit_scale,
+    )
 
 
 def _instances_for(prediction: Prediction, masks: dict[str, Instances] | None) -> Instances:
@@ -89,11 +95,18 @@ def _instances_for(prediction: Prediction, masks: dict[str, Instances] | None) -
         if prediction.instances is None:
             raise LpsctlError("the model has no SOLOv2 head: pass exported masks with --masks")
         return prediction.instances
-    if prediction.image_id in masks:
-        return masks[prediction.image_id]
-    # a COCO results file lists instances only: an image without entries had no detections
     assert prediction.semantic_logits is not None
-    return empty_instances(*prediction.semantic_logits.shape[-2:])
+    size = tuple(prediction.semantic_logits.shape[-2:])
+    if prediction.image_id not in masks:
+        # a COCO results file lists instances only: an image without entries had no detections
+        return empty_instances(*size)
+    exported = masks[prediction.image_id]
+    if tuple(exported.masks.shape[-2:]) != size:
+        raise DataError(
+            f"the exported masks of {prediction.image_id} are {exported.masks.shape[-1]}×{exported.masks.shape[-2]} "
+            f"but the image is {size[1]}×{size[0]}: export the masks from the same images with `lpsctl export-masks`"
+        )
+    return exported
 
 
 def empty_instances(height: int, width: int) -> Instances:

@@ -16,8 +16,11 @@ from lpsctl.config import Config
 from lpsctl.data.dataset import CityscapesPanoptic, collate_batch
 from lpsctl.data.transforms import build_eval_transform
 from lpsctl.engine.checkpoint import checkpoint_config, load_checkpoint, load_model_state
+from lpsctl.engine.precision import autocast
 from lpsctl.errors import CheckpointError
-from lpsctl.models import PanopticNet, Prediction, build_model
+from lpsctl.models import PanopticNet, build_model
+from lpsctl.postprocess.postprocessor import PanopticPostProcessor, build_postprocessor
+from lpsctl.structures import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +64,28 @@ def predict(
     batch_size: int = 1,
     num_workers: int = 0,
     progress: Any = None,
+    postprocessor: PanopticPostProcessor | None = None,
 ) -> Iterator[Prediction]:
-    """Predictions in dataset order (semantic logits and instances at each image's original size)."""
+    """Predictions in dataset order (semantic logits and instances at each image's original size), by the network
+    and `postprocessor` (default: the one `config` describes for this network). Precision and memory format come
+    from `config.inference`."""
+    if postprocessor is None:
+        postprocessor = build_postprocessor(config, instance_geometry=model.instance_geometry)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=partial(collate_batch, size_divisor=config.data.size_divisor),
     )
-    use_fp16 = device.type == "cuda" and config.solver.amp == "fp16"
     done, total = 0, len(dataset)  # type: ignore[arg-type]
     with torch.inference_mode():
         for batch in loader:
             images = batch.images.to(device)
-            if config.solver.channels_last:
+            if config.inference.channels_last:
                 images = images.to(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_fp16):
+            with autocast(config.inference.precision, device):
                 outputs = model(images)
-            yield from model.predict(outputs, batch.image_sizes, batch.original_sizes, batch.image_ids)
+            yield from postprocessor(outputs, batch.image_sizes, batch.original_sizes, batch.image_ids)
             done += len(batch.image_ids)
             if progress is not None:
                 progress("predict", done, total)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,14 @@ from lpsctl.errors import CheckpointError, LpsctlError
 MODEL_SECTIONS = ("model", "semantic", "solo")
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunDir:
+    """A training run's folder. Metrics also go to TensorBoard when it is installed (`pip install
+    '.[tensorboard]'`), through a writer the run folder owns: `close()` ends it."""
+
     path: Path
+    _writer: Any = field(default=None, init=False, repr=False)
+    _writer_checked: bool = field(default=False, init=False, repr=False)
 
     @property
     def last(self) -> Path:
@@ -45,12 +50,28 @@ class RunDir:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
         with self.metrics.open("a") as file:
             file.write(json.dumps(clean) + "\n")
-        writer = _tensorboard_writer(self.path)
+        writer = self._tensorboard_writer()
         if writer is not None and "iteration" in values:
             for key, value in clean.items():
                 if key != "iteration" and isinstance(value, (int, float)):
                     writer.add_scalar(key, value, values["iteration"])
             writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (a later log line opens a new one)."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer, self._writer_checked = None, False
+
+    def _tensorboard_writer(self) -> Any:
+        if not self._writer_checked:
+            self._writer_checked = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return None
+            self._writer = SummaryWriter(log_dir=str(self.path))
+        return self._writer
 
     def drop_metrics_after(self, iteration: int) -> None:
         """Forget the lines of iterations after `iteration`: a resumed run logs them again (and a line cut short by a
@@ -114,19 +135,3 @@ def _iteration_of(line: str) -> float:
         return float(json.loads(line)["iteration"])
     except (ValueError, KeyError, TypeError):
         return math.inf
-
-
-_writers: dict[Path, Any] = {}
-
-
-def _tensorboard_writer(folder: Path) -> Any:
-    """A TensorBoard SummaryWriter into the run folder when tensorboard is installed (`pip install '.[tensorboard]'`),
-    else None; one per folder and process."""
-    if folder not in _writers:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            _writers[folder] = None
-        else:
-            _writers[folder] = SummaryWriter(log_dir=str(folder))
-    return _writers[folder]

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
@@ -52,11 +51,3 @@ def _numpy_state() -> list[Any]:
 def _python_state() -> list[Any]:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
-
-
-def unwrap(model: nn.Module) -> Any:
-    """The PanopticNet inside DDP / torch.compile wrappers."""
-    inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-    while isinstance(inner, nn.Module):
-        model, inner = inner, getattr(inner, "module", None) or getattr(inner, "_orig_mod", None)
-    return model

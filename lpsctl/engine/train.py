@@ -9,12 +9,11 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -27,11 +26,13 @@ from lpsctl.data.transforms import build_train_transform
 from lpsctl.engine import distributed
 from lpsctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from lpsctl.engine.distributed import DistInfo
+from lpsctl.engine.precision import autocast
 from lpsctl.engine.rundir import RunDir, check_resumable
 from lpsctl.engine.sampler import PositionDataset, ResumableSampler
 from lpsctl.engine.solver import build_optimizer, build_scheduler
 from lpsctl.engine.state import capture_rng, restore_rng, seed_everything
 from lpsctl.errors import LpsctlError
+from lpsctl.losses.criterion import PanopticCriterion, build_criterion
 from lpsctl.models import PanopticNet, build_model
 from lpsctl.models.norm import convert_sync_norm
 from lpsctl.structures import Batch
@@ -82,59 +83,99 @@ def train(
     info = distributed.init_distributed()
     device = distributed.device_for(info)
     run = RunDir(Path(out_dir))
-    state = _prepare_run_dir(run, config, resume, overwrite, info)
-    start = int(state["iteration"]) if state else 0
-    seed_everything(config.solver.seed + info.rank, deterministic=config.solver.deterministic)
-    budget = TimeBudget(60 * config.solver.max_minutes)
-    parts = _build(config, device, info, state, budget)
-    batches = iter(_train_loader(config, info, start))
-    best = state.get("best_metric") if state else None
-    max_iters, solver = config.solver.max_iters, config.solver
-    iteration, saved_at, interrupted = start, start, False
-    budget.start = time.monotonic()
     try:
-        with distributed.StopRequest(escalate=not info.enabled) as stop:
-            while iteration < max_iters:
-                values = parts.step(next(batches).to(device), config, info, iteration, run)
-                iteration += 1
-                # solver.max_minutes: this iteration becomes the last one (final validation, last.pt)
-                out_of_time = budget.update(info) >= 1.0
-                last = iteration == max_iters or out_of_time
-                if info.is_main and (iteration % solver.log_period == 0 or last):
-                    run.log_metrics({"iteration": iteration, **values})
-                if on_step is not None and info.is_main:
-                    try:
-                        on_step(iteration, max_iters, values)
-                    except KeyboardInterrupt:
-                        stop.requested = True  # stop like Ctrl-C: at this iteration's end, on every rank
-                evaluate_now = solver.eval_period > 0 and iteration % solver.eval_period == 0
-                if validate is not None and (evaluate_now or last):
-                    best, improved = _validate(run, parts.model, config, device, mode, validate, iteration, best, info)
-                    if improved and info.is_main:
-                        parts.save(run.best, config, iteration, best)
-                # after validation: last.pt carries the best metric, or a resumed run could overwrite best.pt
-                if iteration % solver.checkpoint_period == 0 and not last:
-                    if info.is_main:
-                        parts.save(run.last, config, iteration, best)
-                    saved_at = iteration
-                if distributed.broadcast_flag(stop.requested, info):
-                    interrupted = True
-                    break
-                if out_of_time:
-                    log.info("solver.max_minutes (%g) reached at iteration %d", solver.max_minutes, iteration)
-                    break
-    except KeyboardInterrupt:  # a second Ctrl-C (single process): at once, even mid-step; still worth a last.pt
-        interrupted = True
+        state = _prepare_run_dir(run, config, resume, overwrite, info)
+        seed_everything(config.solver.seed + info.rank, deterministic=config.solver.deterministic)
+        budget = TimeBudget(60 * config.solver.max_minutes)
+        loop = _Loop(config, mode, run, info, device, _build(config, device, info, state, budget), budget, validate)
+        loop.iteration = loop.saved_at = int(state["iteration"]) if state else 0
+        loop.best = state.get("best_metric") if state else None
+        interrupted = loop.run(iter(_train_loader(config, info, loop.iteration)), on_step)
     except TrainingDiverged:
         distributed.shutdown(info)  # every rank raised it together; last.pt stays the last good checkpoint
         raise
+    finally:
+        run.close()
     if interrupted and info.is_main:
-        log.warning("interrupted at iteration %d; writing %s", iteration, run.last)
-    if info.is_main and iteration > saved_at:
-        parts.save(run.last, config, iteration, best, finished=not interrupted)
+        log.warning("interrupted at iteration %d; writing %s", loop.iteration, run.last)
+    if info.is_main and loop.iteration > loop.saved_at:
+        loop.parts.save(run.last, config, loop.iteration, loop.best, finished=not interrupted)
     distributed.barrier(info)
     distributed.shutdown(info)
-    return TrainSummary(run.path, iteration, run.last, run.best if run.best.exists() else None, best, interrupted)
+    best_checkpoint = run.best if run.best.exists() else None
+    return TrainSummary(run.path, loop.iteration, run.last, best_checkpoint, loop.best, interrupted)
+
+
+@dataclass
+class _Loop:
+    """The training loop's state: what it trains, where it logs, how far it is."""
+
+    config: Config
+    mode: Mode
+    run_dir: RunDir
+    info: DistInfo
+    device: torch.device
+    parts: _Parts
+    budget: TimeBudget
+    validate: Validator | None
+    iteration: int = 0
+    saved_at: int = 0
+    best: float | None = None
+
+    def run(self, batches: Iterator[Batch], on_step: StepCallback | None) -> bool:
+        """Iterate to solver.max_iters (or the time budget, or a stop request); True when interrupted."""
+        solver, info = self.config.solver, self.info
+        self.budget.start = time.monotonic()
+        try:
+            with distributed.StopRequest(escalate=not info.enabled) as stop:
+                while self.iteration < solver.max_iters:
+                    values = self.parts.step(
+                        next(batches).to(self.device), self.config, info, self.iteration, self.run_dir
+                    )
+                    self.iteration += 1
+                    # solver.max_minutes: this iteration becomes the last one (final validation, last.pt)
+                    out_of_time = self.budget.update(info) >= 1.0
+                    last = self.iteration == solver.max_iters or out_of_time
+                    if self._report(values, last, on_step):
+                        stop.requested = True  # stop like Ctrl-C: at this iteration's end, on every rank
+                    self._validate_and_save(last)
+                    if distributed.broadcast_flag(stop.requested, info):
+                        return True
+                    if out_of_time:
+                        log.info("solver.max_minutes (%g) reached at iteration %d", solver.max_minutes, self.iteration)
+                        break
+        except KeyboardInterrupt:  # a second Ctrl-C (single process): at once, even mid-step; still worth a last.pt
+            return True
+        return False
+
+    def _report(self, values: dict[str, float], last: bool, on_step: StepCallback | None) -> bool:
+        """Log the step (rank 0); True when `on_step` asked to stop (raised KeyboardInterrupt)."""
+        if not self.info.is_main:
+            return False
+        if self.iteration % self.config.solver.log_period == 0 or last:
+            self.run_dir.log_metrics({"iteration": self.iteration, **values})
+        if on_step is not None:
+            try:
+                on_step(self.iteration, self.config.solver.max_iters, values)
+            except KeyboardInterrupt:
+                return True
+        return False
+
+    def _validate_and_save(self, last: bool) -> None:
+        solver, info = self.config.solver, self.info
+        evaluate_now = solver.eval_period > 0 and self.iteration % solver.eval_period == 0
+        if self.validate is not None and (evaluate_now or last):
+            self.best, improved = _validate(
+                self.run_dir, self.parts.model, self.config, self.device, self.mode, self.validate, self.iteration,
+                self.best, info,
+            )  # fmt: skip
+            if improved and info.is_main:
+                self.parts.save(self.run_dir.best, self.config, self.iteration, self.best)
+        # after validation: last.pt carries the best metric, or a resumed run could overwrite best.pt
+        if self.iteration % solver.checkpoint_period == 0 and not last:
+            if info.is_main:
+                self.parts.save(self.run_dir.last, self.config, self.iteration, self.best)
+            self.saved_at = self.iteration
 
 
 @dataclass
@@ -158,19 +199,19 @@ class _Parts:
 
     model: PanopticNet
     network: nn.Module
+    criterion: PanopticCriterion
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    autocast: Callable[[], Any]
     window_start: float = 0.0
 
     def step(self, batch: Batch, config: Config, info: DistInfo, iteration: int, run: RunDir) -> dict:
         """One optimiser step on `batch`; returns the loss terms, `loss`, `lr` and `images_per_s` as floats."""
         images = batch.images.to(memory_format=torch.channels_last) if config.solver.channels_last else batch.images
-        with self.autocast():
+        with autocast(config.solver.amp, images.device):
             outputs = self.network(images)
-        losses = self.model.loss(outputs, batch.semantic, batch.masks, batch.classes, batch.ignore)
-        total = sum(losses.values())
+        losses = self.criterion(outputs, batch)
+        total = cast(torch.Tensor, sum(losses.values()))
         # every rank learns of a NaN on any rank before the backward pass, so all stop together
         if distributed.broadcast_flag(not math.isfinite(float(total.detach())), info):
             raise TrainingDiverged(_divergence_message(total, losses, iteration, run))
@@ -204,7 +245,6 @@ class _Parts:
                 "rng": capture_rng(),
                 "config": to_dict(config),
                 "norm": self.model.norm_name,
-                "kind": "eps" if self.model.semantic_head is not None else "solo",
                 "finished": finished,
             },
         )
@@ -236,7 +276,10 @@ def _build(
         network = DistributedDataParallel(convert_sync_norm(model), find_unused_parameters=False)
     if config.solver.compile:
         network = torch.compile(network)  # type: ignore[assignment]
-    return _Parts(model, network, optimizer, scheduler, scaler, _autocast(config, device), time.perf_counter())
+    criterion = build_criterion(
+        config, semantic=model.semantic_head is not None, instance_geometry=model.instance_geometry
+    )
+    return _Parts(model, network, criterion, optimizer, scheduler, scaler, time.perf_counter())
 
 
 def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, info: DistInfo) -> dict | None:
@@ -291,14 +334,6 @@ def _train_loader(config: Config, info: DistInfo, start_iteration: int) -> DataL
 def _ignore_interrupt(worker_id: int) -> None:
     """Workers leave Ctrl-C to the main process (a worker it killed would break the next batch fetch)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _autocast(config: Config, device: torch.device) -> Callable[[], Any]:
-    if config.solver.amp == "fp16" and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.float16)
-    if config.solver.amp == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
 
 
 def _validate(

@@ -11,15 +11,15 @@ import torch
 
 from lpsctl.config import Config
 from lpsctl.data.cityscapes import coco_json, panoptic_folder, panoptic_json
+from lpsctl.data.predictions import PANOPTIC_FOLDER, semantic_pairs
 from lpsctl.engine.export import coco_image_ids, export_masks
 from lpsctl.engine.fuse import fuse_predictions
 from lpsctl.engine.inference import predict, split_dataset
 from lpsctl.evaluation.coco import evaluate_masks
 from lpsctl.evaluation.pq import evaluate_panoptic
 from lpsctl.evaluation.semantic import evaluate_semantic
-from lpsctl.models import PanopticNet, Prediction
-from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER
-from lpsctl.structures import ProgressCallback
+from lpsctl.models import PanopticNet
+from lpsctl.structures import Prediction, ProgressCallback
 
 
 def validate(model: PanopticNet, config: Config, device: torch.device, mode: str) -> dict[str, float]:
@@ -52,7 +52,7 @@ def fuse_and_evaluate(
     result = evaluate_panoptic(
         gt_json, gt_folder, pred_json, out_dir / PANOPTIC_FOLDER, workers=workers, progress=progress
     )
-    semantic = evaluate_semantic(root, split, out_dir, workers=workers, progress=progress)
+    semantic = evaluate_semantic(semantic_pairs(root, split, out_dir), workers=workers, progress=progress)
     return result | {"miou": semantic["miou"], "semantic": semantic}
 
 

@@ -12,13 +12,15 @@ import torch
 from PIL import Image
 
 from lpsctl.atomic import write_bytes_atomic
-from lpsctl.data.cityscapes import IMAGE_SUFFIX, read_png
+from lpsctl.data.cityscapes import IMAGE_SUFFIX
 from lpsctl.data.dataset import ImageFolderDataset
+from lpsctl.data.predictions import PANOPTIC_FOLDER, PANOPTIC_JSON
 from lpsctl.data.transforms import build_eval_transform
 from lpsctl.engine.fuse import empty_instances, fuse_one
 from lpsctl.engine.inference import load_model, predict
 from lpsctl.errors import DataError
-from lpsctl.postprocess.panoptic_io import PANOPTIC_FOLDER, PANOPTIC_JSON, read_panoptic_json, read_panoptic_png
+from lpsctl.imagefile import read_panoptic_png, read_png
+from lpsctl.jsonfile import read_panoptic_json
 from lpsctl.structures import ProgressCallback
 from lpsctl.visualize import color_panoptic, draw_overlay
 

@@ -7,20 +7,19 @@ sorts; images run in a thread pool. `lpsctl.evaluation.reference` wraps the offi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from lpsctl.errors import DataError
-from lpsctl.postprocess.panoptic_io import read_panoptic_json, read_panoptic_png
+from lpsctl.imagefile import read_panoptic_png
+from lpsctl.jsonfile import read_panoptic_json
+from lpsctl.parallel import parallel_map
 
 logger = logging.getLogger(__name__)
 
-Task = TypeVar("Task")
-Result = TypeVar("Result")
 #: ids below this are mapped through a lookup table, larger ones by binary search
 _TABLE_LIMIT = 1 << 20
 
@@ -73,19 +72,6 @@ def evaluate_panoptic(
         if progress is not None:
             progress("PQ", done, len(tasks))
     return _average(statistics, iou_sums, categories)
-
-
-def parallel_map(function: Callable[[Task], Result], tasks: Sequence[Task], workers: int) -> Iterator[Result]:
-    """Results of `function` over `tasks` in order, computed by `workers` threads (inline for workers ≤ 1).
-
-    Threads, not processes: PNG decoding and the numpy work release the GIL, and there is no process start-up, no
-    re-import of the caller's `__main__` and no fork of a process that holds CUDA or threads.
-    """
-    if workers <= 1 or len(tasks) <= 1:
-        yield from map(function, tasks)
-        return
-    with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-        yield from pool.map(function, tasks)
 
 
 def _pair_annotations(gt: dict, pred: dict, pred_json: Path) -> list[tuple[dict, dict]]:

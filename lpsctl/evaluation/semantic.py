@@ -1,7 +1,7 @@
 """Semantic segmentation metrics (mIoU over the 19 Cityscapes train ids, 255 ignored) from train-id PNGs.
 
-Predictions live at `{prediction_dir}/semantic/{image_id}_labelTrainIds.png` (see `panoptic_io.write_semantic_png`);
-ground truth is cityscapesscripts' `gtFine/{split}/{city}/{image_id}_gtFine_labelTrainIds.png`.
+Ground truth is cityscapesscripts' `gtFine/{split}/{city}/{image_id}_gtFine_labelTrainIds.png`; the caller pairs each
+with its prediction (`lpsctl.data.predictions.semantic_pairs`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from lpsctl.data.cityscapes import CLASS_NAMES, NUM_CLASSES, read_png
 from lpsctl.errors import DataError
-from lpsctl.evaluation.pq import parallel_map
-from lpsctl.postprocess.panoptic_io import semantic_png_path
-
-GT_SUFFIX = "_gtFine_labelTrainIds.png"
+from lpsctl.imagefile import read_png
+from lpsctl.labels import CLASS_NAMES, NUM_CLASSES
+from lpsctl.parallel import parallel_map
 
 
 def confusion_matrix(gt: np.ndarray, prediction: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -53,25 +51,17 @@ def scores_from_confusion(confusion: np.ndarray, class_names: Sequence[str] = CL
 
 
 def evaluate_semantic(
-    root: str | Path,
-    split: str,
-    prediction_dir: str | Path,
+    pairs: Sequence[tuple[Path, Path]],
     *,
     workers: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """mIoU of `{prediction_dir}/semantic/*_labelTrainIds.png` against the split's `_gtFine_labelTrainIds.png`.
+    """mIoU of (ground truth, prediction) pairs of uint8 train-id PNGs (255 = void).
 
-    Every GT image needs a prediction of the same size (DataError otherwise). Returns `scores_from_confusion`'s dict.
+    Each prediction must have its ground truth's size (DataError otherwise). Returns `scores_from_confusion`'s dict.
     """
-    folder = Path(root) / "gtFine" / split
-    gt_files = sorted(folder.glob(f"*/*{GT_SUFFIX}"))
-    if not gt_files:
-        raise DataError(f"no *{GT_SUFFIX} under {folder} (run `lpsctl data prepare` on the dataset first)")
-    pairs = [(path, semantic_png_path(prediction_dir, path.name[: -len(GT_SUFFIX)])) for path in gt_files]
-    missing = [prediction for _, prediction in pairs if not prediction.is_file()]
-    if missing:
-        raise DataError(f"no semantic prediction for {len(missing)} of {len(pairs)} images (first: {missing[0]})")
+    if not pairs:
+        raise DataError("no images to evaluate the semantic segmentation of")
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), dtype=np.int64)
     for done, image_confusion in enumerate(parallel_map(_image_confusion, pairs, workers), 1):
         confusion += image_confusion

@@ -7,8 +7,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from lpsctl.labels import IGNORE
 
-def ohem_cross_entropy(logits: Tensor, target: Tensor, *, fraction: float = 0.25, ignore_index: int = 255) -> Tensor:
+
+def ohem_cross_entropy(logits: Tensor, target: Tensor, *, fraction: float = 0.25, ignore_index: int = IGNORE) -> Tensor:
     """Mean cross-entropy of the `fraction` of valid pixels with the highest loss, over the whole batch.
 
     Args:
@@ -40,3 +42,15 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, fraction: float = 0.25
     # ignored pixels have loss 0; -1 keeps them below every valid pixel (losses are ≥ 0) since num_kept ≤ num_valid
     candidates = pixel_losses.masked_fill(~valid, -1.0).flatten()
     return candidates.topk(num_kept, sorted=False).values.mean()
+
+
+class SemanticCriterion:
+    """{"loss_semantic_ce"}: OHEM cross-entropy of the semantic logits × loss_weight."""
+
+    def __init__(self, *, ohem_fraction: float = 0.25, loss_weight: float = 1.0, ignore_index: int = IGNORE) -> None:
+        self.ohem_fraction, self.loss_weight, self.ignore_index = ohem_fraction, loss_weight, ignore_index
+
+    def __call__(self, logits: Tensor, semantic: Tensor) -> dict[str, Tensor]:
+        """logits: Tensor[B, C, H, W]; semantic: Tensor[B, H, W] int64 train ids (255 ignore)."""
+        loss = ohem_cross_entropy(logits, semantic, fraction=self.ohem_fraction, ignore_index=self.ignore_index)
+        return {"loss_semantic_ce": self.loss_weight * loss}

@@ -7,9 +7,9 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from lpsctl.config import SoloConfig
+from lpsctl.labels import NUM_THING_CLASSES
 from lpsctl.losses.solov2_targets import SoloTargets, assign_solov2_targets
-from lpsctl.models.solov2 import SoloOutputs, dynamic_mask_logits
+from lpsctl.structures import SoloGeometry, SoloOutputs, dynamic_mask_logits
 
 DICE_EPS = 0.001  # d = 1 − 2Σpq / (Σp² + Σq² + 2·0.001), as mmdetection's DiceLoss (eps 1e-3 on each sum)
 
@@ -41,41 +41,64 @@ def dice_loss(probabilities: Tensor, targets: Tensor, valid: Tensor | None = Non
     return 1 - 2 * intersection / denominator
 
 
-def solov2_loss(
-    outputs: SoloOutputs,
-    masks: list[Tensor],
-    classes: list[Tensor],
-    ignore: Tensor | None,
-    cfg: SoloConfig,
-) -> dict[str, Tensor]:
-    """Weighted SOLOv2 losses of one batch.
+class SOLOv2Criterion:
+    """SOLOv2 loss terms of one batch: {"loss_solo_category", "loss_solo_mask"}, each already weighted.
 
-    outputs: the head's raw outputs for B images; masks[b]: Tensor[N_b, H, W] bool at the padded input size;
-    classes[b]: Tensor[N_b] int64 in 0..C-1; ignore: Tensor[B, H, W] bool (crowd + padding) or None.
-    Returns {"loss_solo_category": focal sum over non-ignored cells / (num_pos + 1) × loss_category_weight,
-    "loss_solo_mask": mean Dice over positive cells × loss_mask_weight}; cfg.loss_weight (the joint-loss weight) is
-    left to the caller.
+    `geometry` is the head's (grids and the scale range of each level); the weights and focal parameters are
+    keyword arguments, as `build_criterion` passes them from `SoloConfig`.
     """
-    if len(outputs.category_per_level) != len(cfg.grids):
-        raise ValueError(f"{len(outputs.category_per_level)} category levels but {len(cfg.grids)} grids in the config")
-    feature_height, feature_width = outputs.mask_features.shape[-2:]
-    targets = assign_solov2_targets(
-        masks,
-        classes,
-        ignore,
-        grids=cfg.grids,
-        scale_ranges=cfg.scale_ranges,
-        sigma=cfg.sigma,
-        num_classes=cfg.num_classes,
-        mask_feature_size=(int(feature_height), int(feature_width)),
-    )
-    return {
-        "loss_solo_category": cfg.loss_category_weight * category_loss(outputs, targets, cfg),
-        "loss_solo_mask": cfg.loss_mask_weight * mask_loss(outputs, targets),
-    }
+
+    def __init__(
+        self,
+        geometry: SoloGeometry,
+        *,
+        num_classes: int = NUM_THING_CLASSES,
+        sigma: float = 0.2,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        category_weight: float = 1.0,
+        mask_weight: float = 3.0,
+        loss_weight: float = 1.0,
+    ) -> None:
+        self.geometry = geometry
+        self.num_classes = num_classes
+        self.sigma = sigma
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.category_weight, self.mask_weight, self.loss_weight = category_weight, mask_weight, loss_weight
+
+    def __call__(
+        self, outputs: SoloOutputs, masks: list[Tensor], classes: list[Tensor], ignore: Tensor | None
+    ) -> dict[str, Tensor]:
+        """outputs: the head's raw outputs for B images (any float dtype; losses in float32); masks[b]:
+        Tensor[N_b, H, W] bool at the padded input size; classes[b]: Tensor[N_b] int64 in 0..C-1; ignore:
+        Tensor[B, H, W] bool (crowd + padding) or None.
+
+        loss_solo_category: focal sum over non-ignored cells / (num_pos + 1); loss_solo_mask: mean Dice over
+        positive cells; each × its term weight × loss_weight (the joint-loss weight).
+        """
+        grids = self.geometry.grids
+        if len(outputs.category_per_level) != len(grids):
+            raise ValueError(f"{len(outputs.category_per_level)} category levels but the head has {len(grids)} grids")
+        outputs = outputs.float()
+        feature_height, feature_width = outputs.mask_features.shape[-2:]
+        targets = assign_solov2_targets(
+            masks,
+            classes,
+            ignore,
+            grids=grids,
+            scale_ranges=self.geometry.scale_ranges,
+            sigma=self.sigma,
+            num_classes=self.num_classes,
+            mask_feature_size=(int(feature_height), int(feature_width)),
+        )
+        category = category_loss(outputs, targets, alpha=self.focal_alpha, gamma=self.focal_gamma)
+        return {
+            "loss_solo_category": self.loss_weight * self.category_weight * category,
+            "loss_solo_mask": self.loss_weight * self.mask_weight * mask_loss(outputs, targets),
+        }
 
 
-def category_loss(outputs: SoloOutputs, targets: SoloTargets, cfg: SoloConfig) -> Tensor:
+def category_loss(outputs: SoloOutputs, targets: SoloTargets, *, alpha: float, gamma: float) -> Tensor:
     """Focal loss summed over all levels' non-ignored cells, normalised by num_pos + 1."""
     total = outputs.mask_features.new_zeros((), dtype=torch.float32)
     for logits, labels, ignored in zip(
@@ -83,7 +106,7 @@ def category_loss(outputs: SoloOutputs, targets: SoloTargets, cfg: SoloConfig) -
     ):
         cell_logits = logits.float().permute(0, 2, 3, 1)  # [B, S, S, C]
         weights = (~ignored).to(cell_logits.dtype)
-        total = total + focal_loss_sum(cell_logits, labels, weights, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
+        total = total + focal_loss_sum(cell_logits, labels, weights, alpha=alpha, gamma=gamma)
     return total / (targets.num_positive + 1)
 
 

@@ -6,7 +6,6 @@ Category and kernel branches over five grid levels, a stride-4 mask-feature bran
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -14,30 +13,18 @@ from torch.nn import functional as F
 
 from lpsctl.config import SoloConfig
 from lpsctl.errors import ConfigError
+from lpsctl.labels import NUM_THING_CLASSES
+from lpsctl.structures import SoloGeometry, SoloOutputs
 
 _DEFAULTS = SoloConfig()
 GROUP_NORM_GROUPS = 32  # GroupNorm(32) throughout the SOLOv2 head, as in the paper's code
 NUM_LEVELS = 5  # grid levels built from the 4 FPN maps (see SOLOv2Head.level_inputs)
 CATEGORY_PRIOR = 0.01  # initial foreground probability of every cell: bias −log((1 − p) / p) = −log(99)
 INIT_STD = 0.01  # N(0, 0.01) conv weights, as in the SOLOv2 code
-
-
-@dataclass
-class SoloOutputs:
-    """Raw head outputs. category_per_level: Tensor[B, C, S_i, S_i] logits (pre-sigmoid); kernel_per_level:
-    Tensor[B, D, S_i, S_i] dynamic kernels; mask_features: Tensor[B, E, H/4, W/4] with E = D."""
-
-    category_per_level: list[Tensor]
-    kernel_per_level: list[Tensor]
-    mask_features: Tensor
-
-
-def dynamic_mask_logits(kernels: Tensor, mask_features: Tensor) -> Tensor:
-    """Dynamic 1×1 convolution of one image's mask features with each kernel.
-
-    kernels: Tensor[P, D]; mask_features: Tensor[D, h, w] → mask logits Tensor[P, h, w].
-    """
-    return torch.einsum("pd,dhw->phw", kernels, mask_features)
+# nominal strides of the five grid levels (P4 resized to stride 8, P8, P16, P32, P64 resized to stride 32; see
+# SOLOv2Head.level_inputs), used as the minimum stride-4 mask area of each level, as the SOLOv2 code does
+LEVEL_STRIDES = (8, 8, 16, 32, 32)
+MASK_STRIDE = 4  # the mask features are at stride 4 of the network input (P4)
 
 
 def coordinate_channels(batch: int, height: int, width: int, *, like: Tensor) -> Tensor:
@@ -101,14 +88,17 @@ class SOLOv2Head(nn.Module):
     """Kernel, category and mask-feature branches; towers shared across the five grid levels.
 
     forward(features: [P4, P8, P16, P32], each Tensor[B, in_channels, H/s, W/s]) -> SoloOutputs.
+    `geometry` says where the levels sit (grids, the scale range each level is assigned, strides), for the
+    criterion's target assignment and the post-processor's decoding.
     """
 
     def __init__(
         self,
         in_channels: int = 256,
-        num_classes: int = _DEFAULTS.num_classes,
+        num_classes: int = NUM_THING_CLASSES,
         *,
         grids: tuple[int, ...] = _DEFAULTS.grids,
+        scale_ranges: tuple[tuple[int, int], ...] = _DEFAULTS.scale_ranges,
         stacked_convs: int = _DEFAULTS.stacked_convs,
         head_channels: int = _DEFAULTS.head_channels,
         kernel_dim: int = _DEFAULTS.kernel_dim,
@@ -118,7 +108,12 @@ class SOLOv2Head(nn.Module):
         if len(grids) != NUM_LEVELS:
             raise ValueError(f"SOLOv2 needs {NUM_LEVELS} grid sizes (one per level), got {len(grids)}: {grids}")
         self.num_classes = num_classes
-        self.grids = tuple(grids)
+        self.geometry = SoloGeometry(
+            grids=tuple(grids),
+            scale_ranges=tuple((int(low), int(high)) for low, high in scale_ranges),
+            level_strides=LEVEL_STRIDES,
+            mask_stride=MASK_STRIDE,
+        )
         self.kernel_tower = nn.Sequential(
             *[conv_norm_relu(in_channels + 2 if i == 0 else head_channels, head_channels) for i in range(stacked_convs)]
         )
@@ -136,8 +131,9 @@ class SOLOv2Head(nn.Module):
         check_solo_config(cfg)
         return cls(
             in_channels,
-            cfg.num_classes,
+            NUM_THING_CLASSES,
             grids=cfg.grids,
+            scale_ranges=cfg.scale_ranges,
             stacked_convs=cfg.stacked_convs,
             head_channels=cfg.head_channels,
             kernel_dim=cfg.kernel_dim,
@@ -173,7 +169,7 @@ class SOLOv2Head(nn.Module):
         if len(features) != 4:
             raise ValueError(f"SOLOv2Head expects the 4 FPN maps [P4, P8, P16, P32], got {len(features)}")
         category_per_level, kernel_per_level = [], []
-        for level_feature, grid in zip(self.level_inputs(features), self.grids, strict=True):
+        for level_feature, grid in zip(self.level_inputs(features), self.geometry.grids, strict=True):
             # the grid is the image split S×S, so the level map is resampled to S×S whatever its aspect ratio
             category_feature = F.interpolate(level_feature, size=(grid, grid), mode="bilinear", align_corners=False)
             coords = coordinate_channels(category_feature.shape[0], grid, grid, like=category_feature)
@@ -194,5 +190,3 @@ def check_solo_config(cfg: SoloConfig) -> None:
         value = getattr(cfg, name)
         if value % GROUP_NORM_GROUPS:
             raise ConfigError(f"solo.{name} = {value} must be a multiple of {GROUP_NORM_GROUPS} (GroupNorm groups)")
-    if cfg.num_classes < 1:
-        raise ConfigError(f"solo.num_classes must be at least 1, got {cfg.num_classes}")

@@ -1,19 +1,27 @@
 """EfficientPS panoptic fusion adapted to SOLOv2 mask logits (SPEC §3.6): semantic logits + instances → panoptic ids.
 
-Keyword names equal the `FusionConfig` fields, so `panoptic_fusion(logits, instances, **asdict(config.fusion))` works.
+Every threshold is an explicit keyword argument (the `FusionConfig` fields by name); the label tables default to
+Cityscapes'. Inputs that break the contract raise ValueError (the callers check user files before fusion).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lpsctl.data.cityscapes import IGNORE, STUFF_TRAIN_IDS, THING_TRAIN_IDS, TRAIN_TO_LABEL_ID
-from lpsctl.errors import DataError
+from lpsctl.labels import (
+    IGNORE,
+    INSTANCE_OFFSET,
+    STUFF_TRAIN_IDS,
+    THING_TRAIN_IDS,
+    TRAIN_TO_LABEL_ID,
+    label_id_to_train_id_lut,
+)
 from lpsctl.structures import Instances, PanopticPrediction
 
 #: (x0, y0, x1, y1) pixel box, end-exclusive
@@ -88,7 +96,7 @@ def panoptic_fusion(
         # k = number of present instances of the same class before this one (descending score)
         earlier = torch.ones(num_survivors, num_survivors, dtype=torch.bool, device=device).tril(-1)
         rank = ((thing_label[:, None] == thing_label[None, :]) & earlier & present[None, :]).sum(1)
-        segment_ids[num_stuff:void_channel] = torch.where(present, thing_label * 1000 + rank, 0)
+        segment_ids[num_stuff:void_channel] = torch.where(present, thing_label * INSTANCE_OFFSET + rank, 0)
         category_ids[num_stuff:void_channel] = thing_label
     return PanopticPrediction(
         ids=segment_ids[channel].to(torch.int32).cpu().numpy(),
@@ -101,11 +109,9 @@ def semantic_from_panoptic(
 ) -> np.ndarray:
     """uint8[H, W] train ids of a panoptic result (255 on void), e.g. for mIoU of the fused output.
 
-    label_to_train_id: uint8[256] lookup (default: `lpsctl.data.cityscapes.label_id_to_train_id_lut()`).
+    label_to_train_id: uint8[256] lookup (default: `lpsctl.labels.label_id_to_train_id_lut()`).
     """
     if label_to_train_id is None:
-        from lpsctl.data.cityscapes import label_id_to_train_id_lut
-
         label_to_train_id = label_id_to_train_id_lut()
     lut = np.asarray(label_to_train_id, dtype=np.uint8)
     if not prediction.segments_info:
@@ -122,24 +128,24 @@ def _check_inputs(
     logits: Tensor, instances: Instances, stuff_train_ids: Sequence[int], thing_train_ids: Sequence[int]
 ) -> None:
     if logits.dim() != 3:
-        raise DataError(f"semantic logits must be [C, H, W], got shape {tuple(logits.shape)}")
+        raise ValueError(f"semantic logits must be [C, H, W], got shape {tuple(logits.shape)}")
     if len(stuff_train_ids) + len(thing_train_ids) != logits.shape[0]:
-        raise DataError(
+        raise ValueError(
             f"semantic logits have {logits.shape[0]} channels but the stuff and thing tables list "
             f"{len(stuff_train_ids)} + {len(thing_train_ids)} classes"
         )
     if len(instances) == 0:
         return
     if tuple(instances.masks.shape[1:]) != tuple(logits.shape[1:]):
-        raise DataError(
+        raise ValueError(
             f"instance masks are {tuple(instances.masks.shape[1:])} but the semantic logits are "
             f"{tuple(logits.shape[1:])}: resize the masks to the image size before fusion"
         )
     if instances.mask_logits is not None and len(instances.mask_logits) != len(instances):
-        raise DataError(f"{len(instances.mask_logits)} mask logits for {len(instances)} instances")
+        raise ValueError(f"{len(instances.mask_logits)} mask logits for {len(instances)} instances")
     classes = instances.classes
     if int(classes.min()) < 0 or int(classes.max()) >= len(thing_train_ids):
-        raise DataError(f"instance classes must be thing indices 0-{len(thing_train_ids) - 1}, got {classes.tolist()}")
+        raise ValueError(f"instance classes must be thing indices 0-{len(thing_train_ids) - 1}, got {classes.tolist()}")
 
 
 def _select_instances(
@@ -239,6 +245,59 @@ def _outside_maximum(low: Tensor, rows: tuple[Tensor, ...], columns: tuple[Tenso
     return float(torch.stack(maxima).amax())
 
 
+@dataclass
+class _MaskLogitSource:
+    """ML_A of one instance as a resize of a small map: logit_scale × `low` resampled by (`rows`, `columns`)
+    (`_source_index` weights). SOLOv2 mask logits are the low-resolution logits resized bilinearly; a binary mask is
+    its ±1 box crop inside a ring of −1, indexed by nearest neighbour (so every pixel outside the box reads −1).
+    `region` is where FL is evaluated exactly, `bound` an upper bound of FL outside it."""
+
+    low: Tensor
+    rows: tuple[Tensor, Tensor, Tensor]
+    columns: tuple[Tensor, Tensor, Tensor]
+    region: Box
+    bound: float
+
+    def on_region(self, logit_scale: float) -> Tensor:
+        x0, y0, x1, y1 = self.region
+        rows, columns = tuple(t[y0:y1] for t in self.rows), tuple(t[x0:x1] for t in self.columns)
+        return logit_scale * _bilinear(self.low, rows, columns, grid=True)
+
+    def at(self, ys: Tensor, xs: Tensor, logit_scale: float) -> Tensor:
+        rows, columns = tuple(t[ys] for t in self.rows), tuple(t[xs] for t in self.columns)
+        return logit_scale * _bilinear(self.low, rows, columns, grid=False)
+
+
+def _mask_logit_sources(
+    instances: Instances, survivors: list[int], boxes: list[Box], size: tuple[int, int], logit_scale: float, device
+) -> list[_MaskLogitSource]:
+    """One `_MaskLogitSource` per survivor, from its mask logits when the instances have them, else its mask."""
+    height, width = size
+    sources = []
+    for index, box in zip(survivors, boxes, strict=True):
+        if instances.mask_logits is not None:
+            low = instances.mask_logits[index].to(device).float()
+            rows, columns = _source_index(height, low.shape[0], device), _source_index(width, low.shape[1], device)
+            # exact FL on the box plus a margin, where mask logits still rise towards the object
+            region = _expand(box, height, width)
+        else:
+            x0, y0, x1, y1 = box
+            crop = instances.masks[index, y0:y1, x0:x1].to(device).bool()
+            low = torch.nn.functional.pad(torch.where(crop, 1.0, -1.0), (1, 1, 1, 1), value=-1.0)
+            rows, columns = _nearest_index(height, y0, y1, device), _nearest_index(width, x0, x1, device)
+            region = box
+        bound = _rising_bound(logit_scale * _outside_maximum(low, rows, columns, region))
+        sources.append(_MaskLogitSource(low, rows, columns, region, bound))
+    return sources
+
+
+def _nearest_index(output_size: int, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """`_source_index`-style weights that read a crop of [start, stop) padded by one: positions before the crop read
+    index 0, after it the last index, inside it their own pixel (weight 0: no interpolation)."""
+    index = (torch.arange(output_size, device=device) - start + 1).clamp(0, stop - start + 1)
+    return index, index, torch.zeros(output_size, device=device)
+
+
 def _fused_argmax(
     stuff_value: Tensor,
     logits: Tensor,
@@ -259,29 +318,12 @@ def _fused_argmax(
     if not survivors:
         return winner
     classes = instances.classes.tolist()
-    if instances.mask_logits is None:
-        regions = boxes  # a binary mask is −logit_scale everywhere outside its box
-        bounds = [_rising_bound(-logit_scale)] * len(boxes)
-    else:
-        low_size = instances.mask_logits.shape[1:]
-        rows, columns = _source_index(height, low_size[0], device), _source_index(width, low_size[1], device)
-        # exact FL on the box plus a margin, where mask logits still rise towards the object
-        regions = [_expand(box, height, width) for box in boxes]
-        low_per_instance = [instances.mask_logits[index].to(device).float() for index in survivors]
-        bounds = [
-            _rising_bound(logit_scale * _outside_maximum(low, rows, columns, region))
-            for low, region in zip(low_per_instance, regions, strict=True)
-        ]
+    sources = _mask_logit_sources(instances, survivors, boxes, (height, width), logit_scale, device)
     # the only pixels any instance could win outside its region, found once
-    low_ys, low_xs = torch.nonzero(stuff_value < max(bounds), as_tuple=True)
-    for number, (index, box, region) in enumerate(zip(survivors, boxes, regions, strict=True)):
-        (x0, y0, x1, y1), (rx0, ry0, rx1, ry1) = box, region
-        if instances.mask_logits is None:
-            ml_a = torch.where(instances.masks[index, y0:y1, x0:x1].to(device).bool(), logit_scale, -logit_scale)
-        else:
-            region_rows = tuple(t[ry0:ry1] for t in rows)
-            region_columns = tuple(t[rx0:rx1] for t in columns)
-            ml_a = logit_scale * _bilinear(low_per_instance[number], region_rows, region_columns, grid=True)
+    low_ys, low_xs = torch.nonzero(stuff_value < max(source.bound for source in sources), as_tuple=True)
+    for number, (index, box, source) in enumerate(zip(survivors, boxes, sources, strict=True)):
+        (x0, y0, x1, y1), (rx0, ry0, rx1, ry1) = box, source.region
+        ml_a = source.on_region(logit_scale)
         ml_b = torch.zeros_like(ml_a)
         ml_b[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = logits[thing_ids[classes[index]], y0:y1, x0:x1]
         fused = (ml_a.sigmoid() + ml_b.sigmoid()) * (ml_a + ml_b)
@@ -291,16 +333,12 @@ def _fused_argmax(
         winner_region.masked_fill_(better, number)
 
         inside = (low_ys >= ry0) & (low_ys < ry1) & (low_xs >= rx0) & (low_xs < rx1)
-        pick = ~inside & (best[low_ys, low_xs] < bounds[number])
+        pick = ~inside & (best[low_ys, low_xs] < source.bound)
         ys, xs = low_ys[pick], low_xs[pick]
         if ys.numel() == 0:
             continue
-        if instances.mask_logits is None:
-            ml_a = torch.full(ys.shape, -logit_scale, device=device)
-        else:
-            point_rows, point_columns = tuple(t[ys] for t in rows), tuple(t[xs] for t in columns)
-            ml_a = logit_scale * _bilinear(low_per_instance[number], point_rows, point_columns, grid=False)
-        fused = (ml_a.sigmoid() + 0.5) * ml_a
+        ml_a = source.at(ys, xs, logit_scale)
+        fused = (ml_a.sigmoid() + 0.5) * ml_a  # ML_B is 0 outside the box
         better = fused > best[ys, xs]
         best[ys[better], xs[better]] = fused[better]
         winner[ys[better], xs[better]] = number

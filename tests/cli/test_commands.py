@@ -21,9 +21,10 @@ from pycocotools.cocoeval import COCOeval
 
 from lpsctl import __version__
 from lpsctl.config import from_dict, load_config
-from lpsctl.data.cityscapes import THING_LABEL_IDS, coco_json, list_images, panoptic_folder, panoptic_json
+from lpsctl.data.cityscapes import coco_json, list_images, panoptic_folder, panoptic_json
 from lpsctl.evaluation.pq import evaluate_panoptic
-from lpsctl.postprocess.panoptic_io import read_panoptic_png
+from lpsctl.imagefile import read_panoptic_png
+from lpsctl.labels import THING_LABEL_IDS
 from tests.cli_runner import run_lpsctl as run
 from tests.tiny_models import CONFIG_FILE, ROAD, gt_mask_results, write_checkpoint
 

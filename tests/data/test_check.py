@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lpsctl.data.check import check
-from lpsctl.data.cityscapes import coco_json, list_images, panoptic_json
+from lpsctl.data.check import check, listed_ids
+from lpsctl.data.cityscapes import coco_json, list_images, mtime_ns, panoptic_json
+from lpsctl.errors import DataError
 
 
 @pytest.fixture
@@ -93,3 +94,13 @@ def test_size_mismatch_is_found_from_headers(prepared_copy: Path):
     problem = one_problem(prepared_copy)
     assert problem.startswith(f"{paths.gt('labelTrainIds.png')}: size 8×16 differs from its image")
     assert problem.endswith(f"run `lpsctl data prepare --root {prepared_copy} --overwrite`")
+
+
+def test_listed_ids_and_mtime_of_a_missing_file(prepared_root: Path, tmp_path: Path):
+    listed, entries = listed_ids(coco_json(prepared_root, "val"), "images", "cs_image_id")
+    assert listed == {p.image_id for p in list_images(prepared_root, "val")} and len(entries) == len(listed)
+    (tmp_path / "other.json").write_text(json.dumps({"images": [{"id": 1}]}))
+    for path in (tmp_path / "other.json", tmp_path / "missing.json"):
+        with pytest.raises(DataError, match=f"{path} is unreadable"):
+            listed_ids(path, "images", "cs_image_id")
+    assert mtime_ns(tmp_path / "missing.json") == -1 < mtime_ns(tmp_path / "other.json")

@@ -2,6 +2,7 @@
 synthetic dataset when the session fixture exists)."""
 
 import json
+import re
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -13,10 +14,17 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from lpsctl.config import DataConfig
-from lpsctl.data.cityscapes import THING_LABEL_IDS, Paths, label_id_to_train_id_lut, panoptic_json
-from lpsctl.data.dataset import CityscapesPanoptic, ImageFolderDataset, collate_batch, decode_instance_ids
+from lpsctl.data.cityscapes import Paths, panoptic_json
+from lpsctl.data.dataset import (
+    CityscapesPanoptic,
+    ImageFolderDataset,
+    collate_batch,
+    decode_instance_ids,
+    expand_image_paths,
+)
 from lpsctl.data.transforms import build_train_transform
 from lpsctl.errors import DataError
+from lpsctl.labels import THING_LABEL_IDS, label_id_to_train_id_lut
 
 HEIGHT, WIDTH = 32, 48
 MEAN = torch.tensor(DataConfig().mean).view(3, 1, 1)
@@ -214,6 +222,28 @@ def test_image_folder_bad_inputs(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataError, match="broken.png"):
         ImageFolderDataset([tmp_path / "broken.png"])[0]
+
+
+def test_expand_image_paths_takes_files_folders_recursively_and_globs(tmp_path):
+    for name in ("b.png", "a.JPG", "deep/er/c.jpeg", "deep/notes.txt", "other/d.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()  # a folder is no image, whatever its name
+    given = [tmp_path / "deep", tmp_path / "other" / "d.png", str(tmp_path / "*.*")]
+    assert expand_image_paths(given) == [
+        tmp_path / "deep" / "er" / "c.jpeg",
+        tmp_path / "other" / "d.png",
+        tmp_path / "a.JPG",
+        tmp_path / "b.png",
+    ]
+    assert expand_image_paths([tmp_path / "deep" / "notes.txt"]) == [tmp_path / "deep" / "notes.txt"]  # as given
+    for bad, message in (
+        (tmp_path / "folder.png", f"no images found in folder {tmp_path / 'folder.png'}"),
+        (str(tmp_path / "*.gif"), f"no images found matching '{tmp_path / '*.gif'}'"),
+        (tmp_path / "missing.png", f"image not found: {tmp_path / 'missing.png'}"),
+    ):
+        with pytest.raises(DataError, match=re.escape(message)):
+            expand_image_paths([tmp_path / "b.png", bad])
 
 
 def test_collate_pads_to_the_divisor_and_keeps_sizes(tiny_root):

@@ -15,9 +15,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from lpsctl.data import coco
-from lpsctl.data.cityscapes import coco_json, label_id_to_train_id_lut, list_images, panoptic_folder, panoptic_json
+from lpsctl.data.cityscapes import coco_json, list_images, panoptic_folder, panoptic_json
 from lpsctl.data.prepare import prepare
 from lpsctl.errors import DataError
+from lpsctl.labels import label_id_to_train_id_lut
 
 THING_LABEL_IDS = {24, 25, 26, 27, 28, 31, 32, 33}
 
@@ -173,6 +174,8 @@ def test_second_run_keeps_outputs_and_overwrite_remakes_them(prepared_root: Path
     touch(next(root.glob("gtFine/val/*/*_instanceIds.png")))
     report = prepare(root, splits=["val"], workers=1, overwrite=False, progress=None)
     assert report.made == {"labelTrainIds": 0, "panoptic": 1, "coco": 1}
+    coco_json(root, "val").write_text("{}")  # newer than its inputs, but lists no image: remade
+    assert prepare(root, splits=["val"], workers=1, overwrite=False, progress=None).made["coco"] == 1
     next(panoptic_folder(root, "train").glob("*.png")).unlink()
     assert prepare(root, splits=["train"], workers=1, overwrite=False, progress=None).made["panoptic"] == 1
     contents = {path: data for path, (_, data) in before.items()}
@@ -188,7 +191,11 @@ def test_second_run_keeps_outputs_and_overwrite_remakes_them(prepared_root: Path
 
 def test_parallel_equals_serial_and_one_convert2panoptic_run(synthetic_root: Path, prepared_root: Path, tmp_path: Path):
     root = copy_dataset(synthetic_root, tmp_path)
-    prepare(root, splits=None, workers=2, overwrite=False, progress=None)
+    calls: list[tuple[str, int, int]] = []
+    prepare(root, splits=None, workers=2, overwrite=False, progress=lambda *call: calls.append(call))
+    for description in ("prepare val", "panoptic val"):  # one call per finished task, counting images
+        done = [call[1] for call in calls if call[0] == description]
+        assert done == sorted(done) and len(done) > 1 and done[-1] == len(list_images(root, "val"))
     parallel, serial = outputs(root), outputs(prepared_root)
     assert {p.relative_to(root) for p in parallel} == {p.relative_to(prepared_root) for p in serial}
     for path, (_, data) in parallel.items():

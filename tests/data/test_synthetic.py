@@ -15,8 +15,10 @@ from cityscapesscripts.preparation.json2instanceImg import json2instanceImg
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
 from lpsctl.data import synthetic
-from lpsctl.data.cityscapes import THING_NAMES, Paths, list_images, read_png
+from lpsctl.data.cityscapes import Paths, list_images
 from lpsctl.errors import ConfigError, DataError
+from lpsctl.imagefile import read_png
+from lpsctl.labels import THING_NAMES
 
 HEIGHT, WIDTH = 128, 256
 COUNTS = {"train": 9, "val": 3}

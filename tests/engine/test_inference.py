@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from lpsctl.config import to_dict
-from lpsctl.data.cityscapes import THING_LABEL_IDS, coco_json, list_images
+from lpsctl.data.cityscapes import coco_json, list_images
 from lpsctl.data.dataset import ImageFolderDataset
 from lpsctl.data.transforms import build_eval_transform
 from lpsctl.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -22,9 +22,10 @@ from lpsctl.engine.export import coco_image_ids, export_masks, read_masks
 from lpsctl.engine.fuse import check_masks_cover, fuse_predictions, prepare_output
 from lpsctl.engine.inference import load_model, predict, split_dataset
 from lpsctl.errors import CheckpointError, DataError, LpsctlError
-from lpsctl.models import Prediction
-from lpsctl.postprocess.panoptic_io import read_panoptic_json, read_panoptic_png
-from lpsctl.structures import Instances
+from lpsctl.imagefile import read_panoptic_png
+from lpsctl.jsonfile import read_panoptic_json
+from lpsctl.labels import THING_LABEL_IDS
+from lpsctl.structures import Instances, Prediction
 from tests.tiny_models import ROAD, tiny_config, write_checkpoint
 
 CPU = torch.device("cpu")

@@ -17,7 +17,7 @@ from lpsctl.engine.solver import lr_factor, scaled_lr
 from lpsctl.engine.train import Mode, TimeBudget, TrainingDiverged, train
 from lpsctl.engine.validation import validate
 from lpsctl.errors import CheckpointError, LpsctlError
-from lpsctl.models import PanopticNet
+from lpsctl.losses.criterion import PanopticCriterion
 from tests.engine.train_helpers import (
     SYNTHETIC_EPS,
     assert_same_tensors,
@@ -79,7 +79,7 @@ def test_each_command_writes_a_complete_run_folder(cli_run: tuple[Mode, Path]):
     assert all(0.0 <= line[headline] <= 100.0 for line in validations)
     last, best = checkpoint(run / "last.pt"), checkpoint(run / "best.pt")
     assert last["iteration"] == 3 and best["iteration"] in (2, 3)
-    assert last["kind"] == mode and last["config"]["model"]["semantic_head"] is (mode == "eps")
+    assert "kind" not in last and last["config"]["model"]["semantic_head"] is (mode == "eps")
     assert best["best_metric"] == max(line[headline] for line in validations)
     assert len(last["optimizer"]["state"]) > 0 and last["scheduler"]["last_epoch"] == 3
 
@@ -226,17 +226,17 @@ def test_the_lr_schedule_reads_the_time_budget(prepared_root: Path, tmp_path: Pa
 
 
 def _nan_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """The model's loss returns NaN for its `call`-th evaluation (counting from 1)."""
-    original, calls = PanopticNet.loss, []
+    """The criterion returns NaN for its `call`-th evaluation (counting from 1)."""
+    original, calls = PanopticCriterion.__call__, []
 
-    def loss(self: PanopticNet, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def loss(self: PanopticCriterion, *args, **kwargs) -> dict[str, torch.Tensor]:
         calls.append(1)
         losses = original(self, *args, **kwargs)
         if len(calls) == call:
             losses["loss_solo_mask"] = losses["loss_solo_mask"] * float("nan")
         return losses
 
-    monkeypatch.setattr(PanopticNet, "loss", loss)
+    monkeypatch.setattr(PanopticCriterion, "__call__", loss)
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(

@@ -14,10 +14,11 @@ from cityscapesscripts.helpers.labels import id2label
 from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 from PIL import Image
 
+from lpsctl.data.predictions import write_panoptic, write_panoptic_json
 from lpsctl.errors import DataError
 from lpsctl.evaluation.pq import evaluate_panoptic
 from lpsctl.evaluation.reference import evaluate_panoptic_reference
-from lpsctl.postprocess.panoptic_io import read_panoptic_png, write_panoptic, write_panoptic_json
+from lpsctl.imagefile import read_panoptic_png
 from lpsctl.structures import PanopticPrediction
 
 HEIGHT, WIDTH = 64, 128

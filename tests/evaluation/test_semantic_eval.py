@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lpsctl.data.cityscapes import CLASS_NAMES, NUM_CLASSES
+from lpsctl.data.predictions import semantic_pairs, write_semantic_png
 from lpsctl.errors import DataError
 from lpsctl.evaluation.semantic import confusion_matrix, evaluate_semantic
-from lpsctl.postprocess.panoptic_io import write_semantic_png
+from lpsctl.labels import CLASS_NAMES, NUM_CLASSES
 
 IMAGE_IDS = ("aachen_000000_000019", "aachen_000001_000019", "bonn_000000_000019")
 
@@ -47,7 +47,7 @@ def dataset(tmp_path: Path) -> tuple[Path, Path, list[np.ndarray], list[np.ndarr
 @pytest.mark.parametrize("workers", [1, 2])
 def test_miou_equals_the_direct_formula(dataset: tuple, workers: int) -> None:
     root, prediction_dir, gts, predictions = dataset
-    scores = evaluate_semantic(root, "val", prediction_dir, workers=workers)
+    scores = evaluate_semantic(semantic_pairs(root, "val", prediction_dir), workers=workers)
     expected = _direct_iou(gts, predictions)
     assert scores["per_class"].keys() == expected.keys()
     for name, value in expected.items():
@@ -71,13 +71,13 @@ def test_perfect_prediction_and_ignored_pixels() -> None:
 def test_errors(dataset: tuple) -> None:
     root, prediction_dir, _, _ = dataset
     with pytest.raises(DataError, match="no \\*_gtFine_labelTrainIds.png under"):
-        evaluate_semantic(root, "test", prediction_dir)
+        evaluate_semantic(semantic_pairs(root, "test", prediction_dir))
     (prediction_dir / "semantic" / f"{IMAGE_IDS[1]}_labelTrainIds.png").unlink()
     with pytest.raises(DataError, match="no semantic prediction for 1 of 3 images"):
-        evaluate_semantic(root, "val", prediction_dir)
+        evaluate_semantic(semantic_pairs(root, "val", prediction_dir))
     write_semantic_png(prediction_dir, IMAGE_IDS[1], np.zeros((16, 23), np.uint8))
     with pytest.raises(DataError, match="differs from the ground truth"):
-        evaluate_semantic(root, "val", prediction_dir)
+        evaluate_semantic(semantic_pairs(root, "val", prediction_dir))
 
 
 def test_prepared_dataset_against_itself(prepared_root: Path, tmp_path: Path) -> None:
@@ -86,6 +86,6 @@ def test_prepared_dataset_against_itself(prepared_root: Path, tmp_path: Path) ->
     assert files
     for path in files:
         write_semantic_png(tmp_path, path.name.removesuffix("_gtFine_labelTrainIds.png"), np.asarray(Image.open(path)))
-    scores = evaluate_semantic(prepared_root, "val", tmp_path)
+    scores = evaluate_semantic(semantic_pairs(prepared_root, "val", tmp_path))
     assert scores["miou"] == 1.0 and scores["pixel_accuracy"] == 1.0
     assert all(value in (1.0, None) for value in scores["per_class"].values())

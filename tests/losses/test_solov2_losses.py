@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from lpsctl.config import SoloConfig
-from lpsctl.losses.solov2 import dice_loss, focal_loss_sum, solov2_loss
+from lpsctl.labels import NUM_THING_CLASSES
+from lpsctl.losses.solov2 import dice_loss, focal_loss_sum
 from lpsctl.losses.solov2_targets import assign_solov2_targets
-from lpsctl.models.solov2 import SoloOutputs
+from lpsctl.structures import SoloOutputs
+from tests.heads import solov2_loss
 
 CFG = SoloConfig(kernel_dim=32)
 HEIGHT, WIDTH = 128, 256
@@ -20,7 +22,7 @@ def random_outputs(batch: int, seed: int = 0) -> SoloOutputs:
         return torch.randn(*shape, generator=generator).requires_grad_()
 
     return SoloOutputs(
-        category_per_level=[leaf(batch, CFG.num_classes, s, s) for s in CFG.grids],
+        category_per_level=[leaf(batch, NUM_THING_CLASSES, s, s) for s in CFG.grids],
         kernel_per_level=[leaf(batch, CFG.kernel_dim, s, s) for s in CFG.grids],
         mask_features=leaf(batch, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4),
     )
@@ -97,7 +99,7 @@ def test_category_loss_is_normalised_and_skips_ignored_cells():
     losses = solov2_loss(outputs, masks, classes, ignore, CFG)
     targets = assign_solov2_targets(
         masks, classes, ignore, grids=CFG.grids, scale_ranges=CFG.scale_ranges, sigma=CFG.sigma,
-        num_classes=CFG.num_classes, mask_feature_size=(HEIGHT // 4, WIDTH // 4),
+        num_classes=NUM_THING_CLASSES, mask_feature_size=(HEIGHT // 4, WIDTH // 4),
     )  # fmt: skip
     assert targets.num_positive > 0
     total = 0.0
@@ -105,7 +107,7 @@ def test_category_loss_is_normalised_and_skips_ignored_cells():
         outputs.category_per_level, targets.labels_per_level, targets.ignored_per_level, strict=True
     ):
         cells = logits.detach().permute(0, 2, 3, 1)[~ignored]  # [cells, C]
-        one_hot = torch.nn.functional.one_hot(labels[~ignored], CFG.num_classes + 1)[:, :-1].float()
+        one_hot = torch.nn.functional.one_hot(labels[~ignored], NUM_THING_CLASSES + 1)[:, :-1].float()
         p = cells.sigmoid()
         p_t = p * one_hot + (1 - p) * (1 - one_hot)
         alpha_t = 0.25 * one_hot + 0.75 * (1 - one_hot)
@@ -138,7 +140,7 @@ def test_perfect_masks_give_near_zero_dice():
     features[0, :3] = torch.where(small >= 0.5, 20.0, -20.0)
     targets = assign_solov2_targets(
         masks, classes, None, grids=CFG.grids, scale_ranges=CFG.scale_ranges, sigma=CFG.sigma,
-        num_classes=CFG.num_classes, mask_feature_size=(HEIGHT // 4, WIDTH // 4),
+        num_classes=NUM_THING_CLASSES, mask_feature_size=(HEIGHT // 4, WIDTH // 4),
     )  # fmt: skip
     kernels = [torch.zeros(2, CFG.kernel_dim, s, s) for s in CFG.grids]
     for level, (cells, instances) in enumerate(
@@ -156,5 +158,5 @@ def test_bad_inputs():
     masks, classes = ground_truth()
     with pytest.raises(ValueError, match="one entry per image"):
         solov2_loss(outputs, masks[:1], classes[:1], torch.zeros(2, HEIGHT, WIDTH, dtype=torch.bool), CFG)
-    with pytest.raises(ValueError, match="5 category levels but 3 grids"):
+    with pytest.raises(ValueError, match="5 category levels but the head has 3 grids"):
         solov2_loss(outputs, masks, classes, None, replace(CFG, grids=(40, 36, 24)))

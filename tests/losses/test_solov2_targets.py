@@ -2,11 +2,12 @@ import pytest
 import torch
 
 from lpsctl.config import SoloConfig
+from lpsctl.labels import NUM_THING_CLASSES
 from lpsctl.losses.solov2_targets import assign_solov2_targets, instance_geometry
 
 CFG = SoloConfig()  # grids (40, 36, 24, 16, 12); scale ranges (1-144, 72-288, 144-576, 288-1152, 576-4096); σ 0.2
 HEIGHT, WIDTH = 128, 256  # level 0 (S = 40): cells of 3.2 × 6.4 pixels
-BACKGROUND = CFG.num_classes
+BACKGROUND = NUM_THING_CLASSES
 
 
 def square(top: int, left: int, size: int) -> torch.Tensor:
@@ -23,7 +24,7 @@ def assign(masks: list[torch.Tensor], classes: list[list[int]], ignore: torch.Te
         grids=CFG.grids,
         scale_ranges=CFG.scale_ranges,
         sigma=CFG.sigma,
-        num_classes=CFG.num_classes,
+        num_classes=NUM_THING_CLASSES,
         mask_feature_size=(HEIGHT // 4, WIDTH // 4),
     )
 

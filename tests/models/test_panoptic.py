@@ -1,37 +1,58 @@
-"""The composed network: shapes, heads switched on and off, loss keys, predict sizes, and the full-size B5 model."""
+"""The composed network with its criterion and post-processor: shapes, heads switched on and off, loss keys,
+prediction sizes, and the full-size B5 model."""
 
 import pytest
 import torch
 
-from lpsctl.config import load_config
+from lpsctl.config import Config, load_config
+from lpsctl.losses.criterion import PanopticCriterion, build_criterion
 from lpsctl.models import PanopticNet, build_model
+from lpsctl.postprocess.postprocessor import PanopticPostProcessor, build_postprocessor
+from lpsctl.structures import Batch
 
 SMALL = ["model.backbone=efficientnet-b0", "model.norm=torch", "solo.stacked_convs=2", "solo.head_channels=64",
          "solo.kernel_dim=64", "solo.mask_feature_channels=64"]  # fmt: skip
 
 
-def _square_targets(batch: int, height: int, width: int):
+def _square_batch(batch: int, height: int, width: int, *, squares: bool = True) -> Batch:
+    """Random semantic labels; image 0 holds one car square (when `squares`), the others no instance."""
     masks = torch.zeros(1, height, width, dtype=torch.bool)
     masks[0, 40:90, 60:140] = True
-    semantic = torch.randint(0, 19, (batch, height, width))
     empty = torch.zeros(0, height, width, dtype=torch.bool)
-    return (
-        semantic,
-        [masks] + [empty] * (batch - 1),
-        [torch.tensor([2])] + [torch.zeros(0, dtype=torch.long)] * (batch - 1),
+    none = torch.zeros(0, dtype=torch.long)
+    return Batch(
+        images=torch.randn(batch, 3, height, width),
+        semantic=torch.randint(0, 19, (batch, height, width)),
+        ignore=torch.zeros(batch, height, width, dtype=torch.bool),
+        masks=([masks] if squares else [empty]) + [empty] * (batch - 1),
+        classes=([torch.tensor([2])] if squares else [none]) + [none] * (batch - 1),
+        image_ids=[f"city_000000_{index:06d}" for index in range(batch)],
+        image_sizes=[(height, width)] * batch,
+        original_sizes=[(height, width)] * batch,
     )
+
+
+def _parts(config: Config) -> tuple[PanopticNet, PanopticCriterion, PanopticPostProcessor]:
+    """Model, criterion and post-processor, built as the engine builds them."""
+    model = build_model(config)
+    criterion = build_criterion(
+        config, semantic=model.semantic_head is not None, instance_geometry=model.instance_geometry
+    )
+    return model, criterion, build_postprocessor(config, instance_geometry=model.instance_geometry)
 
 
 def test_b0_shapes_and_losses():
     torch.manual_seed(0)
-    model = build_model(load_config(None, SMALL))
-    outputs = model(torch.randn(2, 3, 128, 256))
-    assert outputs["semantic"].shape == (2, 19, 128, 256)
+    model, criterion, _ = _parts(load_config(None, SMALL))
+    batch = _square_batch(2, 128, 256)
+    outputs = model(batch.images)
+    assert outputs.semantic.shape == (2, 19, 128, 256)
     grids = load_config().solo.grids
-    assert [tuple(c.shape) for c in outputs.solo.category_per_level] == [(2, 8, s, s) for s in grids]
-    assert [tuple(k.shape) for k in outputs.solo.kernel_per_level] == [(2, 64, s, s) for s in grids]
-    assert outputs.solo.mask_features.shape == (2, 64, 32, 64)  # stride 4
-    losses = model.loss(outputs, *_square_targets(2, 128, 256), None)
+    assert model.instance_geometry.grids == grids and model.instance_geometry.level_strides == (8, 8, 16, 32, 32)
+    assert [tuple(c.shape) for c in outputs.instance.category_per_level] == [(2, 8, s, s) for s in grids]
+    assert [tuple(k.shape) for k in outputs.instance.kernel_per_level] == [(2, 64, s, s) for s in grids]
+    assert outputs.instance.mask_features.shape == (2, 64, 32, 64)  # stride 4
+    losses = criterion(outputs, batch)
     assert set(losses) == {"loss_semantic_ce", "loss_solo_category", "loss_solo_mask"}
     total = sum(losses.values())
     total.backward()
@@ -40,24 +61,25 @@ def test_b0_shapes_and_losses():
 
 
 def test_instance_only_model_and_predict_sizes():
-    model = build_model(load_config(None, [*SMALL, "model.semantic_head=false"])).eval()
-    assert model.semantic_head is None
+    model, criterion, postprocessor = _parts(load_config(None, [*SMALL, "model.semantic_head=false"]))
+    model.eval()
+    assert model.semantic_head is None and criterion.semantic is None
     with torch.no_grad():
         outputs = model(torch.randn(1, 3, 96, 160))  # not a multiple of 32: the collate pads, the model copes
-        predictions = model.predict(outputs, [(90, 150)], [(180, 300)], ["city_000000_000019"])
+        predictions = postprocessor(outputs, [(90, 150)], [(180, 300)], ["city_000000_000019"])
     assert outputs.semantic is None
     assert predictions[0].semantic_logits is None and predictions[0].image_id == "city_000000_000019"
     assert predictions[0].instances.masks.shape[1:] == (180, 300)
-    no_instances = [torch.zeros(0, 96, 160, dtype=torch.bool)], [torch.zeros(0, dtype=torch.long)]
-    losses = model.loss(outputs, torch.zeros(1, 96, 160, dtype=torch.long), *no_instances, None)
+    losses = criterion(outputs, _square_batch(1, 96, 160, squares=False))
     assert set(losses) == {"loss_solo_category", "loss_solo_mask"}
 
 
 def test_semantic_logits_are_cropped_and_resized_to_the_original():
-    model = build_model(load_config(None, [*SMALL, "model.instance_head=false"])).eval()
+    model, _, postprocessor = _parts(load_config(None, [*SMALL, "model.instance_head=false"]))
+    assert model.instance_geometry is None and postprocessor.instance is None
     with torch.no_grad():
-        outputs = model(torch.randn(1, 3, 128, 256))
-        (prediction,) = model.predict(outputs, [(100, 200)], [(50, 100)], ["x"])
+        outputs = model.eval()(torch.randn(1, 3, 128, 256))
+        (prediction,) = postprocessor(outputs, [(100, 200)], [(50, 100)], ["x"])
     expected = torch.nn.functional.interpolate(outputs.semantic[:, :, :100, :200], size=(50, 100), mode="bilinear")
     assert torch.allclose(prediction.semantic_logits, expected[0])
     assert prediction.instances is None
@@ -79,5 +101,5 @@ def test_full_size_b5_model_builds_and_runs_on_cpu():
     with torch.inference_mode():
         outputs = model(torch.randn(1, 3, 512, 1024))
     assert outputs.semantic.shape == (1, 19, 512, 1024)
-    assert outputs.solo.mask_features.shape == (1, 256, 128, 256)
-    assert [tuple(c.shape[-2:]) for c in outputs.solo.category_per_level] == [(s, s) for s in (40, 36, 24, 16, 12)]
+    assert outputs.instance.mask_features.shape == (1, 256, 128, 256)
+    assert [tuple(c.shape[-2:]) for c in outputs.instance.category_per_level] == [(s, s) for s in (40, 36, 24, 16, 12)]

@@ -6,9 +6,9 @@ from torch.nn import functional as F
 
 from lpsctl.config import SoloConfig
 from lpsctl.errors import ConfigError
-from lpsctl.losses.solov2 import solov2_loss
-from lpsctl.models.solov2 import SoloOutputs, SOLOv2Head, coordinate_channels, dynamic_mask_logits
-from lpsctl.postprocess.solov2_decode import decode_solov2
+from lpsctl.models.solov2 import SOLOv2Head, coordinate_channels
+from lpsctl.structures import SoloOutputs, dynamic_mask_logits
+from tests.heads import decode_solov2, solov2_loss
 
 SMALL = SoloConfig(stacked_convs=2, head_channels=64, kernel_dim=64, mask_feature_channels=32)
 HEIGHT, WIDTH = 128, 256

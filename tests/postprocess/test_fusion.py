@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lpsctl.config import FusionConfig
-from lpsctl.data.cityscapes import STUFF_TRAIN_IDS, THING_TRAIN_IDS, TRAIN_TO_LABEL_ID
-from lpsctl.errors import DataError
+from lpsctl.labels import STUFF_TRAIN_IDS, THING_TRAIN_IDS, TRAIN_TO_LABEL_ID
 from lpsctl.postprocess.fusion import panoptic_fusion, semantic_from_panoptic
 from lpsctl.structures import Instances, PanopticPrediction
 
@@ -242,18 +241,18 @@ def test_semantic_from_panoptic() -> None:
     assert (void == 255).all()
 
 
-def test_bad_inputs_raise_data_error() -> None:
+def test_inputs_that_break_the_contract_raise_value_error() -> None:
     logits = _logits()
-    with pytest.raises(DataError, match="instance masks are"):
+    with pytest.raises(ValueError, match="instance masks are"):
         small = Instances(torch.ones(1, 8, 8, dtype=torch.bool), torch.ones(1), torch.zeros(1, dtype=torch.long))
         panoptic_fusion(logits, small)
-    with pytest.raises(DataError, match="thing indices 0-7"):
+    with pytest.raises(ValueError, match="thing indices 0-7"):
         panoptic_fusion(logits, _instances([_box_mask(0, 5, 0, 5)], [0.9], [8]))
-    with pytest.raises(DataError, match="2 mask logits for 1 instances"):
+    with pytest.raises(ValueError, match="2 mask logits for 1 instances"):
         mismatched = _instances([_box_mask(0, 5, 0, 5)], [0.9], [CAR])
         mismatched.mask_logits = torch.zeros(2, 4, 4)
         panoptic_fusion(logits, mismatched)
-    with pytest.raises(DataError, match=r"must be \[C, H, W\]"):
+    with pytest.raises(ValueError, match=r"must be \[C, H, W\]"):
         panoptic_fusion(logits[0], _instances([], [], []))
-    with pytest.raises(DataError, match="18 channels"):
+    with pytest.raises(ValueError, match="18 channels"):
         panoptic_fusion(logits[:18], _instances([], [], []))

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from lpsctl.config import SoloConfig
-from lpsctl.models.solov2 import SoloOutputs
-from lpsctl.postprocess.solov2_decode import decode_solov2, point_nms
-from lpsctl.structures import Instances
+from lpsctl.labels import NUM_THING_CLASSES
+from lpsctl.postprocess.solov2_decode import point_nms
+from lpsctl.structures import Instances, SoloOutputs
+from tests.heads import decode_solov2
 
 CFG = SoloConfig(kernel_dim=4)
 HEIGHT, WIDTH = 128, 256  # padded network input; mask features 32 × 64
@@ -21,7 +22,7 @@ def quiet_outputs(batch: int = 1) -> SoloOutputs:
     features[:, 0, 8:18, 20:36] = 1.0
     features[:, 1, 2:7, 2:6] = 1.0
     return SoloOutputs(
-        category_per_level=[torch.full((batch, CFG.num_classes, s, s), -STRONG) for s in CFG.grids],
+        category_per_level=[torch.full((batch, NUM_THING_CLASSES, s, s), -STRONG) for s in CFG.grids],
         kernel_per_level=[torch.zeros(batch, CFG.kernel_dim, s, s) for s in CFG.grids],
         mask_features=features,
     )
@@ -105,7 +106,7 @@ def test_masks_no_larger_than_the_level_stride_are_dropped():
 def test_random_outputs_are_sorted_and_capped():
     generator = torch.Generator().manual_seed(0)
     outputs = SoloOutputs(
-        category_per_level=[2 * torch.randn(2, CFG.num_classes, s, s, generator=generator) for s in CFG.grids],
+        category_per_level=[2 * torch.randn(2, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
         kernel_per_level=[torch.randn(2, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
         mask_features=torch.randn(2, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
     )
@@ -124,7 +125,7 @@ def test_candidates_measured_in_chunks_decode_as_all_at_once(monkeypatch: pytest
     """Thousands of cells pass the score threshold; measuring them a chunk at a time changes nothing."""
     generator = torch.Generator().manual_seed(1)
     outputs = SoloOutputs(
-        category_per_level=[torch.randn(1, CFG.num_classes, s, s, generator=generator) for s in CFG.grids],
+        category_per_level=[torch.randn(1, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
         kernel_per_level=[torch.randn(1, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
         mask_features=torch.randn(1, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
     )

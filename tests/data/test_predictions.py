@@ -13,19 +13,18 @@ from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import rgb2id
 from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 from PIL import Image
 
-from lpsctl.errors import DataError
-from lpsctl.postprocess.panoptic_io import (
-    id_to_rgb,
+from lpsctl.data.predictions import (
     panoptic_categories,
     panoptic_png_path,
-    read_panoptic_json,
-    read_panoptic_png,
-    rgb_to_id,
     semantic_png_path,
     write_panoptic,
     write_panoptic_json,
     write_semantic_png,
 )
+from lpsctl.errors import DataError
+from lpsctl.imagefile import read_panoptic_png
+from lpsctl.jsonfile import read_panoptic_json
+from lpsctl.labels import id_to_rgb, rgb_to_id
 from lpsctl.structures import PanopticPrediction
 
 
@@ -41,7 +40,7 @@ def test_encoding_matches_the_reference_decoder() -> None:
 
 @pytest.mark.parametrize("bad", [-1, 256**3])
 def test_ids_out_of_range_raise(bad: int) -> None:
-    with pytest.raises(DataError, match="panoptic ids must lie in"):
+    with pytest.raises(ValueError, match="panoptic ids must lie in"):
         id_to_rgb(np.array([[bad]]))
 
 
