@@ -91,9 +91,12 @@ def fuse_command(
     check_output(out, overwrite=overwrite)  # before the slow part: refuse to overwrite at once
     target = resolve_device(device)
     model, config = load_model(checkpoint, target, need="semantic")
-    for item in overrides or []:  # fusion thresholds may be tuned at fuse time; the network is the checkpoint's
-        if not item.startswith("fusion."):
-            raise LpsctlError(f"--set {item}: fuse only takes fusion.* overrides (the model comes from the checkpoint)")
+    # fusion thresholds and inference settings may be set at fuse time; the network is the checkpoint's
+    for item in overrides or []:
+        if not item.startswith(("fusion.", "inference.")):
+            raise LpsctlError(
+                f"--set {item}: fuse takes only fusion.* and inference.* overrides (the network is the checkpoint's)"
+            )
         config = apply_override(config, item)
     dataset = split_dataset(config, root, split)
     exported = None

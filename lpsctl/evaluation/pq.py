@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,72 +105,98 @@ def _positions(keys: np.ndarray, ids: np.ndarray, missing: int, scale: int = 1) 
     return np.where(keys[position] == ids, position, missing) * scale
 
 
+@dataclass(frozen=True)
+class _Segments:
+    """One image's segments_info as arrays (a repeated id keeps its last entry, as the reference's dict does)."""
+
+    ids: np.ndarray  # int64[N]
+    category: np.ndarray  # int64[N]
+    area: np.ndarray  # int64[N] the JSON's area, −1 where it has none (read for GT only)
+    crowd: np.ndarray  # bool[N]
+    keys: np.ndarray  # sorted int64 ids with 0 (void) added: the rows/columns of the pair counts
+
+    @classmethod
+    def of(cls, segments_info: list[dict]) -> _Segments:
+        by_id = {segment["id"]: segment for segment in segments_info}
+        return cls(
+            ids=np.array(list(by_id), dtype=np.int64),
+            category=np.array([segment["category_id"] for segment in by_id.values()], dtype=np.int64),
+            area=np.array([segment.get("area", -1) for segment in by_id.values()], dtype=np.int64),
+            crowd=np.array([segment.get("iscrowd", 0) == 1 for segment in by_id.values()], dtype=bool),
+            keys=np.array(sorted(set(by_id) | {0}), dtype=np.int64),
+        )
+
+
 def _image_statistics(task: tuple) -> tuple[np.ndarray, np.ndarray]:
     """int64[3, K] (TP, FP, FN per category) and float64[K] (IoU sum of TPs) of one image."""
     gt_path, pred_path, gt_list, pred_list, image_id, category_index = task
     gt_image, pred_image = read_panoptic_png(gt_path), read_panoptic_png(pred_path)
     if gt_image.shape != pred_image.shape:
         raise DataError(f"{pred_path}: size {pred_image.shape} differs from the ground truth's {gt_image.shape}")
-    # dicts as in the reference: for a repeated id the last entry wins
-    gt_segments = {segment["id"]: segment for segment in gt_list}
-    pred_segments = {segment["id"]: segment for segment in pred_list}
-
-    # pair index = GT row × width + prediction column; the last row takes GT ids without a segment entry (neither
-    # void nor a segment), the last column prediction ids missing from the JSON (an error)
-    pred_keys = np.array(sorted(set(pred_segments) | {0}), dtype=np.int64)
-    gt_keys = np.array(sorted(set(gt_segments) | {0}), dtype=np.int64)
-    width = len(pred_keys) + 1
-    pairs = _positions(gt_keys, gt_image, len(gt_keys), scale=width)
-    pairs += _positions(pred_keys, pred_image, len(pred_keys))
-    counts = np.bincount(pairs.ravel(), minlength=(len(gt_keys) + 1) * width).reshape(len(gt_keys) + 1, width)
+    gt, pred = _Segments.of(gt_list), _Segments.of(pred_list)
+    if (gt.area < 0).any():
+        raise DataError(
+            f"{gt_path}: the ground-truth segments of {image_id} need an 'area' (cityscapesscripts writes it)"
+        )
+    counts = _pair_counts(gt_image, pred_image, gt.keys, pred.keys)
+    where = f"{pred_path}: segment ids {{}} are in the {{}} of image {image_id}"
     if counts[:, -1].any():
-        unknown = np.unique(pred_image[~np.isin(pred_image, pred_keys)])[:10].tolist()
-        raise DataError(f"{pred_path}: segment ids {unknown} are in the PNG but not in the JSON of image {image_id}")
-
-    pred_ids = np.array(list(pred_segments), dtype=np.int64)
-    pred_columns = np.searchsorted(pred_keys, pred_ids)
+        unknown = np.unique(pred_image[~np.isin(pred_image, pred.keys)])[:10].tolist()
+        raise DataError(where.format(unknown, "PNG but not in the JSON"))
+    gt_rows, pred_columns = np.searchsorted(gt.keys, gt.ids), np.searchsorted(pred.keys, pred.ids)
     pred_area = counts[:, pred_columns].sum(0)
     if (pred_area == 0).any():
-        absent = pred_ids[pred_area == 0][:10].tolist()
-        raise DataError(f"{pred_path}: segment ids {absent} are in the JSON but not in the PNG of image {image_id}")
-    pred_category = np.array([segment["category_id"] for segment in pred_segments.values()], dtype=np.int64)
-    unknown_categories = sorted({int(c) for c in pred_category} - set(category_index))
+        raise DataError(where.format(pred.ids[pred_area == 0][:10].tolist(), "JSON but not in the PNG"))
+    unknown_categories = sorted({int(c) for c in pred.category} - set(category_index))
     if unknown_categories:
         raise DataError(f"{pred_path}: unknown category ids {unknown_categories} in image {image_id}")
-    gt_rows = np.searchsorted(gt_keys, np.array(list(gt_segments), dtype=np.int64))
-    gt_category = np.array([segment["category_id"] for segment in gt_segments.values()], dtype=np.int64)
-    gt_area = np.array([segment["area"] for segment in gt_segments.values()], dtype=np.int64)
-    gt_crowd = np.array([segment.get("iscrowd", 0) == 1 for segment in gt_segments.values()], dtype=bool)
 
     intersection = counts[np.ix_(gt_rows, pred_columns)]
-    on_void = counts[np.searchsorted(gt_keys, 0), pred_columns]  # GT id 0 is void
-    union = pred_area[None, :] + gt_area[:, None] - intersection - on_void[None, :]
-    candidate = (intersection > 0) & ~gt_crowd[:, None] & (gt_category[:, None] == pred_category[None, :])
+    on_void = counts[np.searchsorted(gt.keys, 0), pred_columns]  # GT id 0 is void
+    union = pred_area[None, :] + gt.area[:, None] - intersection - on_void[None, :]
+    candidate = (intersection > 0) & ~gt.crowd[:, None] & (gt.category[:, None] == pred.category[None, :])
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(candidate, intersection / union, 0.0)
     matched = candidate & (iou > 0.5)
+    # the crowd segment per category is the last one listed, as the reference's dict keeps it
+    crowd_row = {int(c): row for row, (c, crowd) in enumerate(zip(gt.category, gt.crowd, strict=True)) if crowd}
+    on_crowd = [intersection[crowd_row[c], column] if c in crowd_row else 0 for column, c in enumerate(pred.category)]
+    ignored = (on_void + np.array(on_crowd, dtype=np.int64)) / pred_area > 0.5
+    return _tally(gt, pred, matched, iou, ignored, category_index)
 
-    known = np.array([c in category_index for c in gt_category], dtype=bool)
-    gt_class = np.array([category_index.get(c, 0) for c in gt_category], dtype=np.int64)
-    pred_class = np.array([category_index[c] for c in pred_category], dtype=np.int64)
+
+def _pair_counts(
+    gt_image: np.ndarray, pred_image: np.ndarray, gt_keys: np.ndarray, pred_keys: np.ndarray
+) -> np.ndarray:
+    """int64[len(gt_keys) + 1, len(pred_keys) + 1]: pixels per (GT id, predicted id) pair, in one bincount. The last
+    row counts GT ids without a segment entry (neither void nor a segment), the last column predicted ids missing
+    from the JSON."""
+    width = len(pred_keys) + 1
+    pairs = _positions(gt_keys, gt_image, len(gt_keys), scale=width)
+    pairs += _positions(pred_keys, pred_image, len(pred_keys))
+    return np.bincount(pairs.ravel(), minlength=(len(gt_keys) + 1) * width).reshape(len(gt_keys) + 1, width)
+
+
+def _tally(
+    gt: _Segments,
+    pred: _Segments,
+    matched: np.ndarray,
+    iou: np.ndarray,
+    ignored: np.ndarray,
+    category_index: dict[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """TP, FP, FN per category and the TP IoU sum, from the bool[N_gt, N_pred] matches: unmatched non-crowd GT of
+    a known category is a FN; an unmatched prediction is a FP unless more than half of it is `ignored` (void/crowd)."""
+    known = np.array([c in category_index for c in gt.category], dtype=bool)
+    gt_class = np.array([category_index.get(c, 0) for c in gt.category], dtype=np.int64)
+    pred_class = np.array([category_index[c] for c in pred.category], dtype=np.int64)
     size = len(category_index)
-    matched_gt, matched_pred = np.nonzero(matched)
+    matched_gt, _ = np.nonzero(matched)
     keep = known[matched_gt]
     true_positives = np.bincount(gt_class[matched_gt[keep]], minlength=size)
     iou_sum = np.bincount(gt_class[matched_gt[keep]], weights=iou[matched][keep], minlength=size)
-    false_negatives = np.bincount(gt_class[~matched.any(1) & ~gt_crowd & known], minlength=size)
-
-    # the crowd segment per category is the last one listed, as the reference's dict keeps it
-    crowd_row = {int(c): row for row, (c, crowd) in enumerate(zip(gt_category, gt_crowd, strict=True)) if crowd}
-    ignored_area = on_void + np.array(
-        [
-            intersection[crowd_row[c], column] if c in crowd_row else 0
-            for column, c in enumerate(pred_category.tolist())
-        ],
-        dtype=np.int64,
-    )
-    false = ~matched.any(0) & ~(ignored_area / pred_area > 0.5)
-    false_positives = np.bincount(pred_class[false], minlength=size)
+    false_negatives = np.bincount(gt_class[~matched.any(1) & ~gt.crowd & known], minlength=size)
+    false_positives = np.bincount(pred_class[~matched.any(0) & ~ignored], minlength=size)
     return np.stack([true_positives, false_positives, false_negatives]), iou_sum
 
 

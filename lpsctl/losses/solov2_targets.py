@@ -88,32 +88,16 @@ def assign_solov2_targets(
     stably, and the later one wins, so among equal scales the later one in the input wins).
     """
     _check_inputs(masks, classes, ignore, num_classes, len(grids), len(scale_ranges))
-    batch, (height, width), device = len(masks), masks[0].shape[-2:], masks[0].device
+    batch, device = len(masks), masks[0].device
     all_masks = torch.cat([m.bool() for m in masks])
-    all_classes = torch.cat(classes).long().to(device)
     counts = torch.tensor([m.shape[0] for m in masks], device=device)
-    image_of = torch.repeat_interleave(torch.arange(batch, device=device), counts)
-    area, centre_y, centre_x, box_height, box_width = instance_geometry(all_masks)
-    scale = torch.sqrt(box_height * box_width)
-    rank = torch.empty(scale.numel(), dtype=torch.long, device=device)
-    rank[torch.argsort(scale, descending=True, stable=True)] = torch.arange(scale.numel(), device=device)
+    instances = _BatchInstances.of(all_masks, torch.cat(classes).long().to(device), counts)
 
     labels_per_level, ignored_per_level, cells_per_level, instance_per_level = [], [], [], []
-    for grid, (low, high) in zip(grids, scale_ranges, strict=True):
-        chosen = ((area > 0) & (scale >= low) & (scale <= high)).nonzero().squeeze(1)
-        rows, row_inside = _span(centre_y[chosen], box_height[chosen], sigma, height, grid)  # [K, 3]
-        columns, column_inside = _span(centre_x[chosen], box_width[chosen], sigma, width, grid)
-        claimed = row_inside[:, :, None] & column_inside[:, None, :]  # [K, 3, 3]
-        cell_ids = image_of[chosen, None, None] * grid * grid + rows[:, :, None] * grid + columns[:, None, :]
-        claimant = chosen[:, None, None].expand_as(claimed)[claimed]
-        # the latest claimant in the descending-scale order (the highest rank) wins a shared cell
-        winner_rank = torch.full((batch * grid * grid,), -1, dtype=torch.long, device=device)
-        winner_rank.scatter_reduce_(0, cell_ids[claimed], rank[claimant], reduce="amax")
-        flat_cells = (winner_rank >= 0).nonzero().squeeze(1)
-        winner = torch.argsort(rank)[winner_rank[flat_cells]]
-
+    for grid, scale_range in zip(grids, scale_ranges, strict=True):
+        flat_cells, winner = _assign_level(instances, grid, scale_range, sigma, batch)
         labels = torch.full((batch * grid * grid,), num_classes, dtype=torch.long, device=device)
-        labels[flat_cells] = all_classes[winner]
+        labels[flat_cells] = instances.classes[winner]
         labels = labels.view(batch, grid, grid)
         positive = labels != num_classes
         ignored = _cell_centres_on(ignore, grid) & ~positive if ignore is not None else torch.zeros_like(positive)
@@ -128,6 +112,53 @@ def assign_solov2_targets(
     else:
         valid = ~_downsample(ignore.bool(), mask_feature_size)
     return SoloTargets(labels_per_level, ignored_per_level, cells_per_level, instance_per_level, small_masks, valid)
+
+
+@dataclass(frozen=True)
+class _BatchInstances:
+    """Every instance of the batch (images concatenated), Tensor[M] each: its image, class, `instance_geometry`,
+    scale sqrt(w·h) and rank in descending scale (stable), plus the padded input size (height, width)."""
+
+    image_of: Tensor
+    classes: Tensor
+    area: Tensor
+    centre_y: Tensor
+    centre_x: Tensor
+    box_height: Tensor
+    box_width: Tensor
+    scale: Tensor
+    rank: Tensor
+    size: tuple[int, int]
+
+    @classmethod
+    def of(cls, masks: Tensor, classes: Tensor, counts: Tensor) -> _BatchInstances:
+        device = masks.device
+        image_of = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
+        area, centre_y, centre_x, box_height, box_width = instance_geometry(masks)
+        scale = torch.sqrt(box_height * box_width)
+        rank = torch.empty(scale.numel(), dtype=torch.long, device=device)
+        rank[torch.argsort(scale, descending=True, stable=True)] = torch.arange(scale.numel(), device=device)
+        size = (int(masks.shape[-2]), int(masks.shape[-1]))
+        return cls(image_of, classes, area, centre_y, centre_x, box_height, box_width, scale, rank, size)
+
+
+def _assign_level(
+    instances: _BatchInstances, grid: int, scale_range: tuple[int, int], sigma: float, batch: int
+) -> tuple[Tensor, Tensor]:
+    """The positive cells of one S×S level (flat ids b·S² + row·S + column, Tensor[P] int64) and the instance each
+    must predict (Tensor[P], rows of the batch's masks): the latest claimant in descending-scale order wins."""
+    low, high = scale_range
+    (height, width), device = instances.size, instances.scale.device
+    chosen = ((instances.area > 0) & (instances.scale >= low) & (instances.scale <= high)).nonzero().squeeze(1)
+    rows, row_inside = _span(instances.centre_y[chosen], instances.box_height[chosen], sigma, height, grid)  # [K, 3]
+    columns, column_inside = _span(instances.centre_x[chosen], instances.box_width[chosen], sigma, width, grid)
+    claimed = row_inside[:, :, None] & column_inside[:, None, :]  # [K, 3, 3]
+    cell_ids = instances.image_of[chosen, None, None] * grid * grid + rows[:, :, None] * grid + columns[:, None, :]
+    claimant = chosen[:, None, None].expand_as(claimed)[claimed]
+    winner_rank = torch.full((batch * grid * grid,), -1, dtype=torch.long, device=device)
+    winner_rank.scatter_reduce_(0, cell_ids[claimed], instances.rank[claimant], reduce="amax")
+    flat_cells = (winner_rank >= 0).nonzero().squeeze(1)
+    return flat_cells, torch.argsort(instances.rank)[winner_rank[flat_cells]]
 
 
 def _check_inputs(

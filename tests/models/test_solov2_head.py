@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from lpsctl.config import SoloConfig
 from lpsctl.errors import ConfigError
 from lpsctl.models.solov2 import SOLOv2Head, coordinate_channels
 from lpsctl.structures import SoloOutputs, dynamic_mask_logits
-from tests.heads import decode_solov2, solov2_loss
+from tests.heads import decode_solov2, solo_geometry, solov2_loss
 
 SMALL = SoloConfig(stacked_convs=2, head_channels=64, kernel_dim=64, mask_feature_channels=32)
 HEIGHT, WIDTH = 128, 256
@@ -118,3 +119,14 @@ def test_head_overfits_one_square():
     assert len(instances) >= 1 and instances.classes[0].item() == 4
     intersection = (instances.masks[0] & square[0]).sum().item()
     assert intersection / (instances.masks[0] | square[0]).sum().item() > 0.8
+
+
+def test_the_head_reports_its_geometry() -> None:
+    """Grids, scale ranges and strides come from the head (the criterion and post-processor read them there)."""
+    config = replace(SMALL, grids=(20, 18, 12, 8, 6), scale_ranges=((1, 8), (4, 16), (8, 32), (16, 64), (32, 999)))
+    head = SOLOv2Head.from_config(config, 256)
+    assert head.geometry == solo_geometry(config)
+    assert head.geometry.level_strides == (8, 8, 16, 32, 32) and head.geometry.mask_stride == 4
+    outputs = head(fpn_features(batch=1))
+    assert [c.shape[-1] for c in outputs.category_per_level] == list(head.geometry.grids)
+    assert outputs.mask_features.shape[-2:] == (HEIGHT // head.geometry.mask_stride, WIDTH // head.geometry.mask_stride)
