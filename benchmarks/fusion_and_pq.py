@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lpsctl.data.predictions import panoptic_categories
 from lpsctl.evaluation.pq import evaluate_panoptic
 from lpsctl.evaluation.reference import evaluate_panoptic_reference
-from lpsctl.labels import id_to_rgb
+from lpsctl.labels import id_to_rgb, panoptic_categories
 from lpsctl.postprocess.fusion import panoptic_fusion
 from lpsctl.structures import Instances
 

@@ -4,6 +4,8 @@ label-id mappings and the panoptic id encoding. A leaf module: every layer may i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from cityscapesscripts.helpers.labels import name2label
@@ -31,6 +33,28 @@ THING_NAMES: tuple[str, ...] = tuple(CLASS_NAMES[t] for t in THING_TRAIN_IDS)
 PALETTE: tuple[tuple[int, int, int], ...] = tuple(
     next(lb.color for lb in _TRAINED if lb.trainId == t) for t in range(NUM_CLASSES)
 )
+
+
+#: the COCO instance categories: the 8 evaluated thing classes (person … bicycle), id = Cityscapes label id; caravan
+#: and trailer have instances too but are ignored in evaluation, as in mmdetection's converter
+COCO_THING_CATEGORIES: tuple[dict[str, Any], ...] = tuple(
+    {"id": int(lb.id), "name": lb.name} for lb in CS_LABELS if lb.hasInstances and not lb.ignoreInEval
+)
+
+
+def panoptic_categories() -> list[dict[str, Any]]:
+    """The categories of the Cityscapes panoptic JSON, exactly as cityscapesscripts' createPanopticImgs lists them."""
+    return [
+        {
+            "id": int(label.id),
+            "name": label.name,
+            "color": list(label.color),
+            "supercategory": label.category,
+            "isthing": 1 if label.hasInstances else 0,
+        }
+        for label in CS_LABELS
+        if not label.ignoreInEval
+    ]
 
 
 def label_id_to_train_id_lut() -> np.ndarray:

@@ -6,17 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from pycocotools import mask as mask_utils
 
-from lpsctl.labels import INSTANCE_OFFSET
+from lpsctl.labels import COCO_THING_CATEGORIES, INSTANCE_OFFSET
 
-#: the 8 evaluated thing classes (person … bicycle), id = Cityscapes label id (24-28, 31-33); caravan and trailer
-#: have instances too but are ignored in evaluation, as in mmdetection's converter
-THING_CATEGORIES: tuple[dict[str, Any], ...] = tuple(
-    {"id": int(lb.id), "name": lb.name} for lb in CS_LABELS if lb.hasInstances and not lb.ignoreInEval
-)
-_THING_IDS = np.array([category["id"] for category in THING_CATEGORIES])
+_THING_IDS = np.array([category["id"] for category in COCO_THING_CATEGORIES])
 
 
 def instance_annotations(instance_ids: np.ndarray) -> list[dict[str, Any]]:
@@ -79,4 +73,4 @@ def build_dataset(per_image: list[tuple[dict[str, Any], list[dict[str, Any]]]]) 
         images.append({"id": image_number, **image})
         for annotation in image_annotations:
             annotations.append({"id": len(annotations) + 1, "image_id": image_number, **annotation})
-    return {"images": images, "annotations": annotations, "categories": [dict(c) for c in THING_CATEGORIES]}
+    return {"images": images, "annotations": annotations, "categories": [dict(c) for c in COCO_THING_CATEGORIES]}

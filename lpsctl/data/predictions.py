@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from cityscapesscripts.helpers.labels import labels as CS_LABELS
 
 from lpsctl.atomic import write_bytes_atomic
 from lpsctl.errors import DataError
 from lpsctl.imagefile import png_bytes
-from lpsctl.labels import id_to_rgb
+from lpsctl.labels import id_to_rgb, panoptic_categories
 
 if TYPE_CHECKING:
     from lpsctl.structures import PanopticPrediction
@@ -35,21 +34,6 @@ def panoptic_png_path(prediction_dir: str | Path, image_id: str) -> Path:
 
 def semantic_png_path(prediction_dir: str | Path, image_id: str) -> Path:
     return Path(prediction_dir) / SEMANTIC_FOLDER / f"{image_id}_labelTrainIds.png"
-
-
-def panoptic_categories() -> list[dict[str, Any]]:
-    """The categories of the Cityscapes panoptic JSON, exactly as cityscapesscripts' createPanopticImgs lists them."""
-    return [
-        {
-            "id": int(label.id),
-            "name": label.name,
-            "color": list(label.color),
-            "supercategory": label.category,
-            "isthing": 1 if label.hasInstances else 0,
-        }
-        for label in CS_LABELS
-        if not label.ignoreInEval
-    ]
 
 
 def write_panoptic(prediction_dir: str | Path, image_id: str, prediction: PanopticPrediction) -> dict[str, Any]:

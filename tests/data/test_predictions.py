@@ -14,7 +14,6 @@ from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 from PIL import Image
 
 from lpsctl.data.predictions import (
-    panoptic_categories,
     panoptic_png_path,
     semantic_png_path,
     write_panoptic,
@@ -24,7 +23,7 @@ from lpsctl.data.predictions import (
 from lpsctl.errors import DataError
 from lpsctl.imagefile import read_panoptic_png
 from lpsctl.jsonfile import read_panoptic_json
-from lpsctl.labels import id_to_rgb, rgb_to_id
+from lpsctl.labels import id_to_rgb, panoptic_categories, rgb_to_id
 from lpsctl.structures import PanopticPrediction
 
 

@@ -18,7 +18,7 @@ from lpsctl.data import coco
 from lpsctl.data.cityscapes import coco_json, list_images, panoptic_folder, panoptic_json
 from lpsctl.data.prepare import prepare
 from lpsctl.errors import DataError
-from lpsctl.labels import label_id_to_train_id_lut
+from lpsctl.labels import COCO_THING_CATEGORIES, label_id_to_train_id_lut
 
 THING_LABEL_IDS = {24, 25, 26, 27, 28, 31, 32, 33}
 
@@ -120,7 +120,7 @@ def test_panoptic_ids_are_the_instance_ids_with_void_left_out(any_prepared: Path
 def test_coco_masks_are_exactly_the_instances_and_crowds(any_prepared: Path):
     document = json.loads(coco_json(any_prepared, "val").read_text())
     assert [(c["id"], c["name"]) for c in document["categories"]] == [
-        (c["id"], c["name"]) for c in coco.THING_CATEGORIES
+        (c["id"], c["name"]) for c in COCO_THING_CATEGORIES
     ]
     index = COCO()  # pycocotools reads it as a COCO dataset
     index.dataset = document
