@@ -1,36 +1,73 @@
+"""The config system's behaviour: YAML then overrides, type checks, errors that name the problem, the plain-data round
+trip of checkpoints (retired keys included), and the SPEC recipe numbers that the defaults must keep."""
+
+import json
+import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lpsctl.config import Config, dump, from_dict, load_config, to_dict
 from lpsctl.errors import ConfigError
 
-
-def test_defaults_follow_the_spec():
-    config = load_config()
-    assert config.model.backbone == "efficientnet-b5"
-    assert config.solo.grids == (40, 36, 24, 16, 12)
-    assert config.semantic.dpc_dilations == ((1, 6), (1, 1), (6, 21), (18, 15), (6, 3))
-    assert config.fusion.stuff_area == 2048 and config.fusion.logit_scale == 4.0
+CITYSCAPES_TRAIN_IMAGES = 2975  # Cityscapes train split (gtFine)
+EFFICIENTPS_BATCH = 16  # SPEC §3.7: the EfficientPS recipe's total batch
 
 
-def test_yaml_then_overrides(tmp_path: Path):
+def _iterations(epochs: int) -> int:
+    return math.ceil(epochs * CITYSCAPES_TRAIN_IMAGES / EFFICIENTPS_BATCH)
+
+
+def test_defaults_are_the_efficientps_cityscapes_recipe():
+    """SPEC §3.7, EfficientPS official: each number as the SPEC states it."""
+    config = Config()
+    solver, data = config.solver, config.data
+    assert (solver.optimizer, solver.lr, solver.lr_reference_batch) == ("sgd", 0.07, EFFICIENTPS_BATCH)
+    assert (solver.momentum, solver.weight_decay, solver.clip_grad_norm) == (0.9, 1e-4, 35.0)
+    assert (solver.warmup_iters, solver.warmup_factor) == (500, 1 / 3)  # linear warm-up of 500 iters from lr/3
+    assert solver.schedule == "step" and solver.gamma == 0.1
+    assert solver.max_iters == _iterations(160)
+    assert solver.steps == (_iterations(120), _iterations(144))
+    assert (data.crop_height, data.crop_width, data.scale_min, data.scale_max) == (1024, 2048, 0.5, 2.0)
+    assert data.flip_prob == 0.5
+    assert data.mean == (106.433, 116.617, 119.559) and data.std == (65.496, 67.6, 74.123)  # on 0-255 RGB
+
+
+def test_yaml_deviations_then_overrides_in_order(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  backbone: efficientnet-b0\nsolver:\n  lr: 0.01\n  steps: [10, 20]\n")
-    config = load_config(
-        path, ["solver.lr=2e-3", "solo.scale_ranges=[[1, 64], [32, 128]]", "model.backbone_weights=w.pth"]
-    )
-    assert config.model.backbone == "efficientnet-b0"
-    assert config.solver.lr == 0.002 and isinstance(config.solver.lr, float)
-    assert config.solver.steps == (10, 20)
+    overrides = ["solver.lr=2e-3", "solo.scale_ranges=[[1, 64], [32, 128]]", "model.backbone_weights=w.pth"]
+    config = load_config(path, [*overrides, "solver.steps=[5]", "solver.steps=[7, 9]"])
+    assert config.model.backbone == "efficientnet-b0"  # from the file
+    assert config.solver.lr == 0.002 and isinstance(config.solver.lr, float)  # the override beats the file
+    assert config.solver.steps == (7, 9)  # the last override wins
     assert config.solo.scale_ranges == ((1, 64), (32, 128))
     assert config.model.backbone_weights == "w.pth"
+    # what neither the file nor an override names keeps its default, in the same section and elsewhere
+    defaults = Config()
+    assert config.solver.momentum == defaults.solver.momentum and config.model.norm == defaults.model.norm
+    assert config.data == defaults.data and config.fusion == defaults.fusion
 
 
-def test_int_accepted_for_float_but_not_the_reverse():
-    assert load_config(None, ["solver.lr=1"]).solver.lr == 1.0
+def test_a_file_of_comments_only_is_the_defaults(tmp_path: Path):
+    path = tmp_path / "comments.yaml"
+    path.write_text("# the defaults are the recipe\n# nothing to change\n")
+    assert load_config(path) == Config()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty) == Config()
+
+
+def test_values_are_converted_to_the_declared_types():
+    config = load_config(None, ["solver.lr=1", "solver.steps=[]", "model.backbone_weights=null", "data.mean=[1, 2, 3]"])
+    assert config.solver.lr == 1.0 and isinstance(config.solver.lr, float)
+    assert config.solver.steps == () and config.model.backbone_weights is None
+    assert config.data.mean == (1.0, 2.0, 3.0) and all(isinstance(v, float) for v in config.data.mean)
     with pytest.raises(ConfigError, match=r"solver.max_iters: expected int"):
         load_config(None, ["solver.max_iters=1.5"])
+    with pytest.raises(ConfigError, match=r"solver.max_iters: expected int"):
+        load_config(None, ["solver.max_iters=true"])  # a bool is not a number here
 
 
 @pytest.mark.parametrize(
@@ -40,9 +77,11 @@ def test_int_accepted_for_float_but_not_the_reverse():
         ("solvr.lr=1", r"unknown config section 'solvr'; valid sections: data, model"),
         ("solver.lr", r"expected section.key=value"),
         ("model.norm=fast", r"expected one of auto, iabn, torch"),
+        ("inference.precision=fp8", r"inference.precision: expected one of off, fp16, bf16"),
         ("data.mean=[1, 2]", r"expected 3 values, got 2"),
         ("model.pretrained=yes please", r"expected bool"),
         ("solo.grids=[40, x]", r"solo.grids\[1\]: expected int"),
+        ("semantic.num_classes=19", r"unknown key 'num_classes'"),  # retired: not a setting any more
     ],
 )
 def test_bad_overrides_name_the_problem(override: str, message: str):
@@ -50,26 +89,72 @@ def test_bad_overrides_name_the_problem(override: str, message: str):
         load_config(None, [override])
 
 
-def test_bad_yaml_files(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: [unclosed\n", "not valid YAML"),
+        ("model:\n  depth: 3\n", "unknown key 'depth'"),
+        ("- model\n", "expected a mapping of sections"),
+        ("model: efficientnet-b0\n", "section 'model' must be a mapping"),
+        ("solo:\n  num_classes: 8\n", "unknown key 'num_classes'"),  # retired keys are dropped only from checkpoints
+    ],
+)
+def test_bad_yaml_files(text: str, message: str, tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_yaml_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(bad)
-    wrong = tmp_path / "wrong.yaml"
-    wrong.write_text("model:\n  depth: 3\n")
-    with pytest.raises(ConfigError, match="unknown key 'depth'"):
-        load_config(wrong)
+
+
+ROUND_TRIP_OVERRIDES = [
+    "data.root=/somewhere",
+    "data.mean=[1, 2.5, 3]",
+    "model.backbone=efficientnet-b0",
+    "model.backbone_weights=w.pth",
+    "semantic.dpc_dilations=[[1, 2], [3, 4]]",
+    "solo.grids=[12, 8]",
+    "solo.nms_kernel=linear",
+    "solver.steps=[]",
+    "solver.amp=bf16",
+    "inference.channels_last=false",
+    "fusion.logit_scale=2",
+]
 
 
 def test_round_trip_through_plain_data():
-    config = load_config(None, ["solo.grids=[12, 8]", "model.backbone=efficientnet-b0"])
-    assert from_dict(to_dict(config)) == config
-    assert "efficientnet-b0" in dump(config)
-    assert Config() == from_dict({})
+    config = load_config(None, ROUND_TRIP_OVERRIDES)
+    plain = to_dict(config)
+    assert json.loads(json.dumps(plain)) == plain  # lists, not tuples: JSON, YAML and weights_only loads take it
+    assert from_dict(plain) == config
+    assert from_dict(yaml.safe_load(dump(config))) == config
+    assert from_dict(to_dict(Config())) == Config() == from_dict({})
 
 
-def test_shipped_configs_load():
-    for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
-        load_config(path)
+def test_stored_configs_of_earlier_versions_drop_the_retired_class_counts():
+    """Earlier checkpoints stored semantic.num_classes: 19 and solo.num_classes: 8, the values now derived."""
+    stored = to_dict(load_config(None, ["solver.lr=0.5"]))
+    stored["semantic"]["num_classes"] = 19
+    stored["solo"]["num_classes"] = 8
+    assert from_dict(stored) == load_config(None, ["solver.lr=0.5"])
+
+
+@pytest.mark.parametrize(("section", "value", "fixed"), [("semantic", 20, 19), ("solo", 7, 8)])
+def test_a_retired_key_with_another_value_is_refused(section: str, value: int, fixed: int):
+    """Another class count describes a model this version cannot build."""
+    stored = to_dict(Config())
+    stored[section]["num_classes"] = value
+    message = rf"{section}\.num_classes = {value} is no longer a setting \(always {fixed}\)"
+    with pytest.raises(ConfigError, match=message):
+        from_dict(stored)
+
+
+def test_stored_config_with_an_unknown_key_is_refused():
+    stored = to_dict(Config())
+    stored["solver"]["lr_multiplier"] = 2
+    with pytest.raises(ConfigError, match=r"stored config: solver: unknown key 'lr_multiplier'"):
+        from_dict(stored)

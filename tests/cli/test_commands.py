@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,10 @@ from lpsctl.evaluation.pq import evaluate_panoptic
 from lpsctl.imagefile import read_panoptic_png
 from lpsctl.labels import THING_LABEL_IDS
 from tests.cli_runner import run_lpsctl as run
-from tests.tiny_models import CONFIG_FILE, ROAD, gt_mask_results, write_checkpoint
+from tests.tiny_models import CONFIG_FILE, PUPPET_CLASS, ROAD, gt_mask_results, write_checkpoint
 
 SPLIT = "val"
+PUPPET_CATEGORY = THING_LABEL_IDS[PUPPET_CLASS]  # car: the class the puppet model finds
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +84,30 @@ def test_export_masks_is_a_coco_results_file(exported: Path, prepared_root: Path
     for result in results:
         assert set(result) == {"image_id", "cs_image_id", "category_id", "segmentation", "score"}
         assert result["image_id"] == coco_ids[result["cs_image_id"]]
-        assert result["category_id"] in THING_LABEL_IDS
         assert 0.2 <= result["score"] <= 1.0
         assert result["segmentation"]["size"] == [128, 256]  # the original resolution
         assert mask_utils.area(result["segmentation"]) > 0
+    assert {result["category_id"] for result in results} == {PUPPET_CATEGORY}
+    # COCOeval on the file plus a copy of every GT instance scored below every exported mask. The copies are true
+    # positives (IoU 1); the exported masks, which miss every GT instance (IoU < 0.5, checked here), false positives
+    # ranked first. A class with G instances and F exported masks then has precision G / (F + G) at every recall
+    # level and IoU threshold, and every instance is found.
     gt = COCO(str(coco_json(prepared_root, SPLIT)))
-    evaluator = COCOeval(gt, gt.loadRes(str(exported)), iouType="segm")
+    for result in results:
+        annotations = gt.loadAnns(gt.getAnnIds(imgIds=[result["image_id"]], catIds=[result["category_id"]]))
+        rles, crowds = [gt.annToRLE(a) for a in annotations], [a["iscrowd"] for a in annotations]
+        assert np.all(np.asarray(mask_utils.iou([result["segmentation"]], rles, crowds)) < 0.5)
+    copies = [result | {"score": 0.1} for result in gt_mask_results(prepared_root, SPLIT)]
+    false_positives = {PUPPET_CATEGORY: len(coco_ids)}  # the puppet's one car per image
+    found = Counter(entry["category_id"] for entry in copies)
+    expected_ap = np.mean([count / (false_positives.get(c, 0) + count) for c, count in found.items()])
+    assert expected_ap < 1.0  # the false positives count
+    evaluator = COCOeval(gt, gt.loadRes(json.loads(exported.read_text()) + copies), iouType="segm")
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    assert evaluator.stats.shape == (12,)
+    assert evaluator.stats[:3] == pytest.approx([expected_ap] * 3)  # AP, AP50, AP75
+    assert evaluator.stats[8] == pytest.approx(1.0)  # AR, 100 detections per image
 
 
 def test_export_masks_refuses_to_replace_a_file(exported: Path, prepared_root: Path, checkpoints, capsys):
@@ -301,15 +317,42 @@ def test_help_and_version(capsys):
     assert "--masks" in capsys.readouterr().out
 
 
-def test_command_modules_start_without_torch():
-    """`lpsctl --help` should not wait for torch: the command modules import the engine inside the commands."""
-    modules = ["predict", "evaluate", "visualize_cmd", "data", "config_cmd", "options"]
-    code = (
-        f"import sys\nfor name in {modules}: __import__('lpsctl.cli.' + name)\n"
-        "heavy = sorted({'torch', 'albumentations', 'cv2'} & set(sys.modules))\nprint(','.join(heavy))"
+#: run in a fresh interpreter: `lpsctl --help` and every command's and group's `--help`, as a user would; prints the
+#: commands, then the heavy modules imported by the end
+HELP_WITHOUT_TORCH = """
+import contextlib, io, json, sys
+import typer
+from lpsctl.cli.app import app, main
+
+def paths(command, prefix):
+    yield prefix
+    for name, sub in getattr(command, "commands", {}).items():  # a group's commands
+        yield from paths(sub, [*prefix, name])
+
+helped = []
+for path in paths(typer.main.get_command(app), []):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main([*path, "--help"])
+        except SystemExit as exit_:
+            assert not exit_.code, (path, exit_.code)
+    assert "Usage: lpsctl" in out.getvalue(), path
+    helped.append(" ".join(path))
+heavy = sorted({"torch", "torchvision", "albumentations", "cv2"} & set(sys.modules))
+print(json.dumps({"helped": helped, "heavy": heavy}))
+"""
+
+
+def test_help_starts_without_torch():
+    """`lpsctl --help` and every command's `--help` should not wait for torch: the command modules import the engine
+    inside the commands."""
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True, text=True, check=True, timeout=120
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert result.stdout.strip() == ""
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"", "train eps", "data synth", "fuse", "eval", "demo"} <= set(report["helped"])
+    assert report["heavy"] == []
 
 
 def test_panoptic_table_leaves_out_absent_classes():

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from lpsctl.cli.app import main
 from lpsctl.config import load_config
 from lpsctl.engine.rundir import RunDir
-from lpsctl.engine.solver import lr_factor, scaled_lr
 from lpsctl.engine.train import Mode, TimeBudget, TrainingDiverged, train
 from lpsctl.engine.validation import validate
 from lpsctl.errors import CheckpointError, LpsctlError
@@ -214,15 +214,25 @@ def test_the_lr_schedule_reads_the_time_budget(prepared_root: Path, tmp_path: Pa
         return self.spent
 
     monkeypatch.setattr(TimeBudget, "update", three_quarters_spent)
-    overrides = tiny_overrides(prepared_root, solver__max_iters=4, solver__max_minutes=60, solver__warmup_iters=0)
-    config = load_config(SYNTHETIC_EPS, overrides)
-    train(config, tmp_path / "run", mode="eps")
+    overrides = tiny_overrides(
+        prepared_root,
+        solver__max_minutes=60,
+        solver__lr=0.01,
+        solver__lr_reference_batch=0,
+        solver__schedule="poly",
+        solver__poly_power=2,
+        solver__max_iters=4,
+        solver__warmup_iters=2,
+        solver__warmup_factor=0.5,
+    )
+    train(load_config(SYNTHETIC_EPS, overrides), tmp_path / "run", mode="eps")
     logged = [row["lr"] for row in metrics_lines(tmp_path / "run") if "lr" in row]
-    base = scaled_lr(config.solver, config.data.batch_size)
-    # the lr logged at step i is the one set for step i + 1; the budget share is read from the second step on
-    expected = [base * lr_factor(i, config.solver, 0.75 if i > 1 else 0.0) for i in (1, 2, 3, 4)]
+    # the lr logged after step i is the one for 0-based iteration i: lr · (1 - t / 4)² with t the iteration or, once
+    # the scheduler has read the budget (from the second step on), 3/4 of max_iters = 3 if that is further;
+    # iteration 1 is still in the warm-up, × (0.5 · (1 - 1/2) + 1/2) = 0.75
+    expected = [0.01 * (1 - 1 / 4) ** 2 * 0.75, 0.01 * (1 - 3 / 4) ** 2, 0.01 * (1 - 3 / 4) ** 2, 0.0]
     assert logged == pytest.approx(expected)
-    assert logged[1] < base * lr_factor(2, config.solver)  # ahead of the iteration-only schedule
+    assert logged[1] < 0.01 * (1 - 2 / 4) ** 2  # ahead of the iteration-only schedule
 
 
 def _nan_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
@@ -267,10 +277,23 @@ def test_exploding_learning_rate_is_caught(prepared_root: Path, tmp_path: Path):
 
 
 def test_bf16_autocast_on_cpu_trains_with_finite_loss(prepared_root: Path, tmp_path: Path):
+    """solver.amp=bf16 runs the forward pass in bf16 on the CPU: every convolution's output is bf16 (a global forward
+    hook records them), while the weights stay fp32."""
     config = load_config(SYNTHETIC_EPS, tiny_overrides(prepared_root, solver__amp="bf16", solver__max_iters=2))
+    conv_dtypes: list[torch.dtype] = []
+
+    def record(module: nn.Module, inputs: object, output: object) -> None:
+        if isinstance(module, nn.Conv2d) and isinstance(output, torch.Tensor):
+            conv_dtypes.append(output.dtype)
+
     seen: list[dict[str, float]] = []
-    summary = train(config, tmp_path / "run", mode="eps", on_step=lambda i, n, values: seen.append(values))
+    hook = nn.modules.module.register_module_forward_hook(record)
+    try:
+        summary = train(config, tmp_path / "run", mode="eps", on_step=lambda i, n, values: seen.append(values))
+    finally:
+        hook.remove()
     assert summary.iterations == 2 and len(seen) == 2
+    assert conv_dtypes and set(conv_dtypes) == {torch.bfloat16}
     assert all(math.isfinite(values["loss"]) and values["loss"] > 0 for values in seen)
     assert set(seen[0]) >= LOSS_TERMS["eps"]
     weights = checkpoint(tmp_path / "run" / "last.pt")["model"]

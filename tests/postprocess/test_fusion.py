@@ -140,7 +140,8 @@ def test_instances_without_pixels_are_dropped_and_numbering_stays_contiguous() -
 def _dense_fusion(logits: torch.Tensor, instances: Instances, config: FusionConfig) -> np.ndarray:
     """The SPEC steps written literally: full-resolution tensors for every instance, one argmax."""
     height, width = logits.shape[1:]
-    order = [i for i in torch.argsort(instances.scores, descending=True).tolist() if instances.scores[i] >= 0.5]
+    scores = instances.scores
+    order = [i for i in torch.argsort(scores, descending=True).tolist() if scores[i] >= config.score_threshold]
     taken, survivors = torch.zeros(height, width, dtype=torch.bool), []
     for i in order:
         mask = instances.masks[i]
@@ -151,9 +152,10 @@ def _dense_fusion(logits: torch.Tensor, instances: Instances, config: FusionConf
     fused = []
     for i in survivors:
         if instances.mask_logits is None:
-            ml_a = torch.where(instances.masks[i], 4.0, -4.0)
+            ml_a = torch.where(instances.masks[i], config.logit_scale, -config.logit_scale)
         else:
-            ml_a = 4 * F.interpolate(instances.mask_logits[i][None, None], (height, width), mode="bilinear")[0, 0]
+            resized = F.interpolate(instances.mask_logits[i][None, None], (height, width), mode="bilinear")[0, 0]
+            ml_a = config.logit_scale * resized
         rows, columns = torch.nonzero(instances.masks[i], as_tuple=True)
         ml_b = torch.zeros(height, width)
         box = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
@@ -176,8 +178,16 @@ def _dense_fusion(logits: torch.Tensor, instances: Instances, config: FusionConf
     return ids
 
 
+#: the defaults, and thresholds and a logit scale away from them (stuff_area 65536: 256 px at 64×128)
+FUSION_CONFIGS = {
+    "defaults": FusionConfig(),
+    "other": FusionConfig(score_threshold=0.3, overlap_threshold=0.2, stuff_area=65536, logit_scale=1.5),
+}
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSION_CONFIGS))
 @pytest.mark.parametrize("seed", range(6))
-def test_matches_the_dense_implementation(seed: int) -> None:
+def test_matches_the_dense_implementation(seed: int, fusion: str) -> None:
     """Random smooth or noisy logits; noisy ones make instances win pixels far outside their boxes."""
     generator = torch.Generator().manual_seed(seed)
     noisy, binary = seed % 3 == 1, seed % 3 == 2
@@ -202,9 +212,10 @@ def test_matches_the_dense_implementation(seed: int) -> None:
         classes=torch.randint(0, 8, (count,), generator=generator),
         mask_logits=None if binary else low,
     )
-    result = panoptic_fusion(logits, instances)
+    config = FUSION_CONFIGS[fusion]
+    result = panoptic_fusion(logits, instances, **asdict(config))
     _check_segments(result)
-    np.testing.assert_array_equal(result.ids, _dense_fusion(logits, instances, FusionConfig()))
+    np.testing.assert_array_equal(result.ids, _dense_fusion(logits, instances, config))
 
 
 @pytest.mark.parametrize("binary", [False, True])
