@@ -120,6 +120,7 @@ class SolverConfig:
 class InferenceConfig:
     precision: Precision = "fp16"  # autocast at inference: fp16 on CUDA only (fp32 on CPU), bf16 on CUDA and CPU
     channels_last: bool = True  # NHWC input and weights at inference
+    fold_norms: bool = True  # fold batch norms into the convolutions before them (exact up to float rounding)
 
 
 @dataclass(frozen=True)

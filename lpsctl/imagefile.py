@@ -26,6 +26,26 @@ def read_png(path: Path, mode: str | None = None) -> np.ndarray:
         raise DataError(f"cannot read {path}: corrupt or truncated image ({error})") from None
 
 
+def read_rgb(path: str | Path) -> np.ndarray:
+    """uint8[H, W, 3] RGB of a PNG or JPEG of any common mode: grayscale and palette images are expanded, an alpha
+    channel dropped, 16-bit and 32-bit grayscale scaled to 0-255 (PIL's own "RGB" conversion clips them to white).
+    DataError when the file is missing, unreadable or truncated."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                array = np.asarray(image).astype(np.float64)
+                top = 65535.0 if image.mode.startswith("I;16") or array.max() <= 65535 else float(array.max())
+                gray = np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read {path}: corrupt or truncated image ({error})") from None
+
+
 def read_panoptic_png(path: str | Path) -> np.ndarray:
     """int32[H, W] segment ids (R + 256·G + 256²·B) of an RGB panoptic PNG; DataError when missing, unreadable or
     not RGB."""

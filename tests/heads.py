@@ -6,14 +6,14 @@ from torch import Tensor
 
 from lpsctl.config import Config, SoloConfig
 from lpsctl.losses.criterion import build_criterion
-from lpsctl.models.solov2 import LEVEL_STRIDES, MASK_STRIDE
+from lpsctl.models.solov2 import solo_geometry as geometry_of
 from lpsctl.postprocess.postprocessor import build_postprocessor
 from lpsctl.structures import Instances, SoloGeometry, SoloOutputs
 
 
 def solo_geometry(cfg: SoloConfig) -> SoloGeometry:
     """The geometry a SOLOv2Head built from `cfg` reports."""
-    return SoloGeometry(cfg.grids, cfg.scale_ranges, LEVEL_STRIDES, MASK_STRIDE)
+    return geometry_of(cfg.grids, cfg.scale_ranges)
 
 
 def solov2_loss(

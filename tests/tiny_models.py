@@ -72,14 +72,14 @@ def set_puppet_weights(model: PanopticNet, *, semantic_bias: dict[int, float] | 
 def write_checkpoint(
     path: Path, kind: str, *, puppet: bool = True, semantic_bias: dict[int, float] | None = None, extra: tuple = ()
 ) -> Path:
-    """Save a tiny model as engine/train.py's `_save` does (model, config, iteration, norm, kind)."""
+    """Save a tiny model as the training engine saves one (model, config, iteration, norm)."""
     config = tiny_config(kind, *extra)
     torch.manual_seed(0)
     model = build_model(config)
     if puppet:
         set_puppet_weights(model, semantic_bias=semantic_bias)
     state = {"model": model.state_dict(), "config": to_dict(config), "iteration": 0, "norm": model.norm_name}
-    save_checkpoint(path, {**state, "kind": kind})
+    save_checkpoint(path, state)
     return path
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from lpsctl import __version__
 from lpsctl.cli import config_cmd, data, train
 from lpsctl.cli.demo import demo_command
+from lpsctl.cli.deploy import export_command, predict_command
 from lpsctl.cli.evaluate import eval_command
 from lpsctl.cli.predict import export_masks_command, fuse_command
 from lpsctl.cli.visualize_cmd import visualize_command
@@ -32,6 +33,8 @@ app.command("export-masks")(export_masks_command)
 app.command("fuse")(fuse_command)
 app.command("eval")(eval_command)
 app.command("visualize")(visualize_command)
+app.command("predict")(predict_command)
+app.command("export")(export_command)
 
 err_console = Console(stderr=True)
 

@@ -83,21 +83,14 @@ def fuse_command(
     overwrite: bool = OVERWRITE,
 ) -> None:
     """EfficientPS panoptic fusion of semantic logits and SOLOv2 masks; writes Cityscapes panoptic PNGs + JSON."""
-    from lpsctl.config import apply_override
     from lpsctl.engine.export import read_masks
     from lpsctl.engine.fuse import check_masks_cover, check_output, fuse_predictions, prepare_output
     from lpsctl.engine.inference import load_model, predict, split_dataset
 
     check_output(out, overwrite=overwrite)  # before the slow part: refuse to overwrite at once
     target = resolve_device(device)
-    model, config = load_model(checkpoint, target, need="semantic")
     # fusion thresholds and inference settings may be set at fuse time; the network is the checkpoint's
-    for item in overrides or []:
-        if not item.startswith(("fusion.", "inference.")):
-            raise LpsctlError(
-                f"--set {item}: fuse takes only fusion.* and inference.* overrides (the network is the checkpoint's)"
-            )
-        config = apply_override(config, item)
+    model, config = load_model(checkpoint, target, need="semantic", overrides=overrides or ())
     dataset = split_dataset(config, root, split)
     exported = None
     if masks is not None:

@@ -19,7 +19,7 @@ from lpsctl.config import DataConfig
 from lpsctl.data.cityscapes import Paths, list_images
 from lpsctl.data.transforms import PanopticTransform, build_eval_transform
 from lpsctl.errors import DataError
-from lpsctl.imagefile import read_png
+from lpsctl.imagefile import read_png, read_rgb
 from lpsctl.labels import IGNORE, INSTANCE_OFFSET, NUM_CLASSES, label_id_to_thing_lut
 from lpsctl.structures import Batch, Sample
 
@@ -95,6 +95,11 @@ def _to_sample(
     )
 
 
+def image_sample(image: np.ndarray, image_id: str, transform: PanopticTransform) -> Sample:
+    """An unlabelled Sample of one RGB image (uint8[H, W, 3]) through a deterministic (eval) transform."""
+    return _to_sample(transform, image, *_empty_targets(image.shape[:2]), image_id=image_id)
+
+
 def _empty_targets(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """No labels: semantic all 255, no instances, everything ignored."""
     return (
@@ -142,7 +147,7 @@ class CityscapesPanoptic(Dataset[Sample]):
     def load(self, index: int, seed: int | None = None) -> Sample:
         """Item `index` with its augmentation drawn from `seed` (the training engine's resumable data order)."""
         item = self.items[index]
-        image = read_png(item.image, "RGB")
+        image = read_rgb(item.image)
         shape = image.shape[:2]
         targets = _empty_targets(shape) if self.images_only else self._read_targets(item, shape)
         return _to_sample(self.transform, image, *targets, image_id=item.image_id, seed=seed)
@@ -204,8 +209,7 @@ class ImageFolderDataset(Dataset[Sample]):
 
     def __getitem__(self, index: int) -> Sample:
         path = self.paths[index]
-        image = read_png(path, "RGB")
-        return _to_sample(self.transform, image, *_empty_targets(image.shape[:2]), image_id=path.stem)
+        return image_sample(read_rgb(path), path.stem, self.transform)
 
 
 def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
@@ -235,9 +239,10 @@ def _images_among(candidates: Iterable[Path], where: str) -> list[Path]:
     return images
 
 
-def collate_batch(samples: Sequence[Sample], size_divisor: int = 32) -> Batch:
-    """Pad samples to the largest height/width rounded up to a multiple of `size_divisor`, at the bottom/right:
-    images with 0 (the mean after normalisation), semantic with 255, ignore with True, masks with False."""
+def collate_batch(samples: Sequence[Sample], size_divisor: int = 32, *, size: tuple[int, int] | None = None) -> Batch:
+    """Pad samples to the largest height/width rounded up to a multiple of `size_divisor` (or to exactly `size`, e.g.
+    an exported network's fixed input), at the bottom/right: images with 0 (the mean after normalisation), semantic
+    with 255, ignore with True, masks with False. DataError when a sample is larger than `size`."""
     if not samples:
         raise ValueError("collate_batch needs at least one sample")
     if size_divisor < 1:
@@ -245,6 +250,15 @@ def collate_batch(samples: Sequence[Sample], size_divisor: int = 32) -> Batch:
     sizes = [(int(s.image.shape[1]), int(s.image.shape[2])) for s in samples]
     height = math.ceil(max(h for h, _ in sizes) / size_divisor) * size_divisor
     width = math.ceil(max(w for _, w in sizes) / size_divisor) * size_divisor
+    if size is not None:
+        too_large = [(s.image_id, h, w) for s, (h, w) in zip(samples, sizes, strict=True) if h > size[0] or w > size[1]]
+        if too_large:
+            image_id, h, w = too_large[0]
+            raise DataError(
+                f"{image_id} is {w}×{h} at the model's scale, larger than the exported input {size[1]}×{size[0]}: "
+                "export with a larger --height/--width (or set data.eval_scale lower at export)"
+            )
+        height, width = size
     count = len(samples)
     images = samples[0].image.new_zeros((count, 3, height, width))
     semantic = torch.full((count, height, width), IGNORE, dtype=torch.int64)

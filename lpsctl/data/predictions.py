@@ -17,7 +17,7 @@ import numpy as np
 from lpsctl.atomic import write_bytes_atomic
 from lpsctl.errors import DataError
 from lpsctl.imagefile import png_bytes
-from lpsctl.labels import id_to_rgb, panoptic_categories
+from lpsctl.labels import INSTANCE_OFFSET, id_to_rgb, panoptic_categories
 
 if TYPE_CHECKING:
     from lpsctl.structures import PanopticPrediction
@@ -52,12 +52,44 @@ def write_panoptic_json(
     prediction_dir: str | Path,
     annotations: Iterable[dict[str, Any]],
     categories: list[dict[str, Any]] | None = None,
+    *,
+    images: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write `panoptic.json` ({annotations, categories}) next to the PNG folder; returns its path."""
+    """Write `panoptic.json` ({annotations, categories}, and COCO's `images` list when given) next to the PNG
+    folder; returns its path."""
     path = Path(prediction_dir) / PANOPTIC_JSON
-    content = {"annotations": list(annotations), "categories": categories or panoptic_categories()}
+    content: dict[str, Any] = {} if images is None else {"images": images}
+    content |= {"annotations": list(annotations), "categories": categories or panoptic_categories()}
     write_bytes_atomic(path, json.dumps(content).encode())
     return path
+
+
+def segments_from_ids(ids: np.ndarray) -> list[dict[str, Any]]:
+    """segments_info of a Cityscapes panoptic id map int[H, W] (0 void, stuff = label id, thing = label id · 1000 +
+    k), sorted by id, as fusion writes it: id, category_id (label id), area, bbox [x, y, w, h], iscrowd 0."""
+    segment_ids, inverse, areas = np.unique(ids, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(ids.shape)
+    rows = np.arange(ids.shape[0])[:, None].repeat(ids.shape[1], 1).ravel()
+    columns = np.tile(np.arange(ids.shape[1]), ids.shape[0])
+    flat = inverse.ravel()
+    count = len(segment_ids)
+    x0, y0 = np.full(count, ids.shape[1]), np.full(count, ids.shape[0])
+    x1, y1 = np.full(count, -1), np.full(count, -1)
+    for low, positions in ((x0, columns), (y0, rows)):
+        np.minimum.at(low, flat, positions)
+    for high, positions in ((x1, columns), (y1, rows)):
+        np.maximum.at(high, flat, positions)
+    return [
+        {
+            "id": int(segment),
+            "category_id": int(segment // INSTANCE_OFFSET if segment >= INSTANCE_OFFSET else segment),
+            "area": int(area),
+            "bbox": [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)],
+            "iscrowd": 0,
+        }
+        for k, (segment, area) in enumerate(zip(segment_ids.tolist(), areas.tolist(), strict=True))
+        if segment != 0
+    ]
 
 
 def write_semantic_png(prediction_dir: str | Path, image_id: str, train_ids: np.ndarray) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -12,26 +12,34 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lpsctl.config import Config
+from lpsctl.config import Config, apply_override
 from lpsctl.data.dataset import CityscapesPanoptic, collate_batch
 from lpsctl.data.transforms import build_eval_transform
 from lpsctl.engine.checkpoint import checkpoint_config, load_checkpoint, load_model_state
-from lpsctl.engine.precision import autocast
-from lpsctl.errors import CheckpointError
+from lpsctl.engine.deploy import TorchNetwork
+from lpsctl.errors import CheckpointError, ConfigError
 from lpsctl.models import PanopticNet, build_model
+from lpsctl.models.fold import fold_norms
 from lpsctl.postprocess.postprocessor import PanopticPostProcessor, build_postprocessor
 from lpsctl.structures import Prediction
 
 log = logging.getLogger(__name__)
 
 
-def load_model(checkpoint: Path | str, device: torch.device, *, need: str | None = None) -> tuple[PanopticNet, Config]:
-    """The network stored in `checkpoint`, in eval mode on `device`; its config comes from the checkpoint.
+#: config sections an inference command may override (the network itself is the checkpoint's)
+RUNTIME_SECTIONS = ("fusion", "inference")
+
+
+def load_model(
+    checkpoint: Path | str, device: torch.device, *, need: str | None = None, overrides: Sequence[str] = ()
+) -> tuple[PanopticNet, Config]:
+    """The network stored in `checkpoint`, in eval mode on `device`, norms folded into convolutions when
+    `inference.fold_norms`; its config comes from the checkpoint, with `fusion.*`/`inference.*` `overrides`.
 
     need: "semantic" or "instance" when the command requires that head (a clear error names the right command).
     """
     state = load_checkpoint(checkpoint)
-    config = checkpoint_config(state, checkpoint)
+    config = runtime_overrides(checkpoint_config(state, checkpoint), overrides)
     # the weights come from the checkpoint: never fetch or read ImageNet weights again
     config = replace(config, model=replace(config.model, pretrained=False, backbone_weights=None))
     if need == "semantic" and not config.model.semantic_head:
@@ -46,8 +54,27 @@ def load_model(checkpoint: Path | str, device: torch.device, *, need: str | None
     model = build_model(config)
     load_model_state(model, state["model"], checkpoint)
     model.eval().to(device)
-    log.info("loaded %s (iteration %s, norm %s)", checkpoint, state.get("iteration"), state.get("norm"))
+    folded = fold_norms(model) if config.inference.fold_norms else 0
+    log.info(
+        "loaded %s (iteration %s, norm %s, %d norms folded)",
+        checkpoint,
+        state.get("iteration"),
+        state.get("norm"),
+        folded,
+    )
     return model, config
+
+
+def runtime_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """`config` with `section.key=value` overrides of the RUNTIME_SECTIONS (ConfigError for any other section)."""
+    for item in overrides:
+        if not item.startswith(tuple(f"{section}." for section in RUNTIME_SECTIONS)):
+            raise ConfigError(
+                f"--set {item}: this command takes only fusion.* and inference.* overrides (the network is the "
+                "checkpoint's)"
+            )
+        config = apply_override(config, item)
+    return config
 
 
 def split_dataset(config: Config, root: Path | str, split: str) -> CityscapesPanoptic:
@@ -77,14 +104,11 @@ def predict(
         num_workers=num_workers,
         collate_fn=partial(collate_batch, size_divisor=config.data.size_divisor),
     )
+    network = TorchNetwork(model, config, device)
     done, total = 0, len(dataset)  # type: ignore[arg-type]
     with torch.inference_mode():
         for batch in loader:
-            images = batch.images.to(device)
-            if config.inference.channels_last:
-                images = images.to(memory_format=torch.channels_last)
-            with autocast(config.inference.precision, device):
-                outputs = model(images)
+            outputs = network(batch.images)
             yield from postprocessor(outputs, batch.image_sizes, batch.original_sizes, batch.image_ids)
             done += len(batch.image_ids)
             if progress is not None:

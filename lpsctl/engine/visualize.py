@@ -19,7 +19,7 @@ from lpsctl.data.transforms import build_eval_transform
 from lpsctl.engine.fuse import empty_instances, fuse_one
 from lpsctl.engine.inference import load_model, predict
 from lpsctl.errors import DataError
-from lpsctl.imagefile import read_panoptic_png, read_png
+from lpsctl.imagefile import read_panoptic_png, read_rgb
 from lpsctl.jsonfile import read_panoptic_json
 from lpsctl.structures import ProgressCallback
 from lpsctl.visualize import color_panoptic, draw_overlay
@@ -48,7 +48,7 @@ def overlay_predictions(
             else empty_instances(*prediction.semantic_logits.shape[-2:])
         )
         panoptic = fuse_one(prediction.semantic_logits, instances, config.fusion)
-        image = read_png(path, "RGB")
+        image = read_rgb(path)
         written.append(
             _write(out / f"{path.stem}_overlay.png", draw_overlay(image, panoptic.ids, side_by_side=side_by_side))
         )
@@ -71,7 +71,7 @@ def render_prediction_folder(
         ids = read_panoptic_png(pred_dir / PANOPTIC_FOLDER / annotation["file_name"])
         image_id = annotation["image_id"]
         if image_id in index:
-            image = read_png(index[image_id], "RGB")
+            image = read_rgb(index[image_id])
             if image.shape[:2] != ids.shape:
                 raise DataError(
                     f"{index[image_id]} is {image.shape[1]}×{image.shape[0]}, its prediction "

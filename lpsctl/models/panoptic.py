@@ -14,7 +14,7 @@ from lpsctl.models.backbone import EfficientNetBackbone
 from lpsctl.models.fpn import TwoWayFPN
 from lpsctl.models.norm import active_norm_name, make_norm
 from lpsctl.models.semantic_head import SemanticHead
-from lpsctl.models.solov2 import SOLOv2Head
+from lpsctl.models.solov2 import SOLOv2Head, solo_geometry
 from lpsctl.structures import PanopticOutputs, SoloGeometry
 
 
@@ -47,6 +47,12 @@ class PanopticNet(nn.Module):
         semantic = self.semantic_head(features) if self.semantic_head is not None else None
         instance = self.instance_head(features) if self.instance_head is not None else None
         return PanopticOutputs(semantic=semantic, instance=instance)
+
+
+def instance_geometry(config: Config) -> SoloGeometry | None:
+    """The geometry of the instance head `config` describes (what `PanopticNet.instance_geometry` reports), for
+    running an exported network without building the model."""
+    return solo_geometry(config.solo.grids, config.solo.scale_ranges) if config.model.instance_head else None
 
 
 def build_model(config: Config) -> PanopticNet:

@@ -6,6 +6,7 @@ Category and kernel branches over five grid levels, a stride-4 mask-feature bran
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -108,12 +109,7 @@ class SOLOv2Head(nn.Module):
         if len(grids) != NUM_LEVELS:
             raise ValueError(f"SOLOv2 needs {NUM_LEVELS} grid sizes (one per level), got {len(grids)}: {grids}")
         self.num_classes = num_classes
-        self.geometry = SoloGeometry(
-            grids=tuple(grids),
-            scale_ranges=tuple((int(low), int(high)) for low, high in scale_ranges),
-            level_strides=LEVEL_STRIDES,
-            mask_stride=MASK_STRIDE,
-        )
+        self.geometry = solo_geometry(grids, scale_ranges)
         self.kernel_tower = nn.Sequential(
             *[conv_norm_relu(in_channels + 2 if i == 0 else head_channels, head_channels) for i in range(stacked_convs)]
         )
@@ -177,6 +173,16 @@ class SOLOv2Head(nn.Module):
             kernel_per_level.append(self.kernel_predictor(self.kernel_tower(kernel_feature)))
             category_per_level.append(self.category_predictor(self.category_tower(category_feature)))
         return SoloOutputs(category_per_level, kernel_per_level, self.mask_branch(features))
+
+
+def solo_geometry(grids: Sequence[int], scale_ranges: Sequence[Sequence[int]]) -> SoloGeometry:
+    """The geometry of a SOLOv2 head with these grids and scale ranges (its strides are fixed by the architecture)."""
+    return SoloGeometry(
+        grids=tuple(int(grid) for grid in grids),
+        scale_ranges=tuple((int(low), int(high)) for low, high in scale_ranges),
+        level_strides=LEVEL_STRIDES,
+        mask_stride=MASK_STRIDE,
+    )
 
 
 def check_solo_config(cfg: SoloConfig) -> None:

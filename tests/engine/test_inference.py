@@ -21,7 +21,7 @@ from lpsctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from lpsctl.engine.export import coco_image_ids, export_masks, read_masks
 from lpsctl.engine.fuse import check_masks_cover, fuse_predictions, prepare_output
 from lpsctl.engine.inference import load_model, predict, split_dataset
-from lpsctl.errors import CheckpointError, DataError, LpsctlError
+from lpsctl.errors import CheckpointError, ConfigError, DataError, LpsctlError
 from lpsctl.imagefile import read_panoptic_png
 from lpsctl.jsonfile import read_panoptic_json
 from lpsctl.labels import THING_LABEL_IDS
@@ -42,11 +42,16 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_load_model_builds_the_checkpoints_network(checkpoints):
-    model, config = load_model(checkpoints["eps"], CPU, need="semantic")
+    model, config = load_model(checkpoints["eps"], CPU, need="semantic", overrides=["inference.fold_norms=false"])
     assert not model.training
-    assert config == replace(tiny_config("eps"), model=replace(tiny_config("eps").model, pretrained=False))
+    expected = replace(tiny_config("eps"), model=replace(tiny_config("eps").model, pretrained=False))
+    assert config == replace(expected, inference=replace(expected.inference, fold_norms=False))
     stored = load_checkpoint(checkpoints["eps"])["model"]
     assert all(torch.equal(value, stored[key]) for key, value in model.state_dict().items())
+    folded, _ = load_model(checkpoints["eps"], CPU, need="semantic")  # the default folds the norms into the convs
+    assert len(folded.state_dict()) < len(stored)
+    with pytest.raises(ConfigError, match="only fusion.* and inference.* overrides"):
+        load_model(checkpoints["eps"], CPU, overrides=["model.fpn_channels=8"])
     solo, solo_config = load_model(checkpoints["solo"], CPU, need="instance")
     assert solo.semantic_head is None and not solo_config.model.semantic_head
 
