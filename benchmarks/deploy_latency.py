@@ -19,25 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from inference_latency import best_time  # this folder's sibling script (python puts it on sys.path)
 
 from lpsctl.config import load_config
-from lpsctl.engine.deploy import ExportedNetwork, FlatNetwork, export_network
+from lpsctl.engine.deploy import ExportedNetwork, FlatNetwork, export_network, flatten
 from lpsctl.models import build_model
 from lpsctl.models.fold import fold_norms
 from lpsctl.models.norm import ABN
 
 LIGHT = ["solo.stacked_convs=2", "solo.head_channels=256", "solo.kernel_dim=128"]
-
-
-def best_time(function, repeats: int) -> tuple[float, object]:
-    import time
-
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def randomise_norms(model: torch.nn.Module) -> None:
@@ -63,17 +53,17 @@ def measure(backbone: str, args: argparse.Namespace) -> dict[str, tuple[float, f
     randomise_norms(model)
     model.eval()
     images = torch.randn(1, 3, args.height, args.width)
+    cpu = torch.device("cpu")
     with torch.inference_mode():
-        eager_time, eager = best_time(lambda: FlatNetwork(model)(images), args.repeats)
+        eager_time, eager = best_time(lambda: FlatNetwork(model)(images), args.repeats, cpu)
         folded_model = copy.deepcopy(model)
         fold_norms(folded_model)
-        folded_time, folded = best_time(lambda: FlatNetwork(folded_model)(images), args.repeats)
+        folded_time, folded = best_time(lambda: FlatNetwork(folded_model)(images), args.repeats, cpu)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         export_network(model, config, path, fmt="onnx", height=args.height, width=args.width)
-        network = ExportedNetwork(path, torch.device("cpu"))
-        onnx_time, _ = best_time(lambda: network._run_onnx(images), args.repeats)
-        exported = tuple(network._run_onnx(images))
+        network = ExportedNetwork(path, cpu)
+        onnx_time, exported = best_time(lambda: flatten(network(images)), args.repeats, cpu)
     return {
         "torch eager": (eager_time, 0.0),
         "eager, norms folded": (folded_time, largest_difference(folded, eager)),

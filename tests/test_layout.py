@@ -76,7 +76,8 @@ def layering_violations(package: Path = PACKAGE) -> tuple[list[str], dict[str, s
             if top != "lpsctl" or module == "lpsctl":
                 continue
             target = module.split(".")[1]
-            target = target if target in LAYER or target == "<relative>" or "." in module[7:] else "__init__"
+            if module.count(".") == 1 and target not in LAYER and target != "<relative>":
+                target = "__init__"  # `from lpsctl import __version__`: a name of the package itself
             if target == "<relative>":
                 violations.append(f"{name}: relative import of {module.split('.', 2)[2]} (use lpsctl.…)")
                 continue

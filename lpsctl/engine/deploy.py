@@ -60,12 +60,16 @@ class FlatNetwork(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        outputs = self.model(images)
-        flat = [] if outputs.semantic is None else [outputs.semantic]
-        if outputs.instance is not None:
-            flat += [*outputs.instance.category_per_level, *outputs.instance.kernel_per_level]
-            flat.append(outputs.instance.mask_features)
-        return tuple(flat)
+        return flatten(self.model(images))
+
+
+def flatten(outputs: PanopticOutputs) -> tuple[Tensor, ...]:
+    """The outputs as one tuple: semantic logits (if any), category grids, kernel grids, mask features (if any)."""
+    flat = [] if outputs.semantic is None else [outputs.semantic]
+    if outputs.instance is not None:
+        flat += [*outputs.instance.category_per_level, *outputs.instance.kernel_per_level]
+        flat.append(outputs.instance.mask_features)
+    return tuple(flat)
 
 
 def unflatten(tensors: Sequence[Tensor], *, semantic: bool, levels: int) -> PanopticOutputs:

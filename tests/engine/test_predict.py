@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lpsctl.data.sources import expand_sources, frames_of
-from lpsctl.engine.deploy import ExportedNetwork, FlatNetwork, export_network
+from lpsctl.engine.deploy import ExportedNetwork, FlatNetwork, export_network, flatten
 from lpsctl.engine.inference import load_model
 from lpsctl.errors import DataError
 from lpsctl.imagefile import read_panoptic_png
@@ -175,10 +175,8 @@ def test_export_runs_outside_pytorch_eager_with_the_same_outputs(checkpoints, tm
     images = torch.randn(2, 3, 128, 256, generator=torch.Generator().manual_seed(0))  # a batch of 2: dynamic batch
     with torch.no_grad():
         expected = FlatNetwork(model)(images)
-    outputs = exported(images)
-    flat = [outputs.semantic, *outputs.instance.category_per_level, *outputs.instance.kernel_per_level]
-    flat.append(outputs.instance.mask_features)
-    assert len(flat) == len(expected)
+    flat = flatten(exported(images))
+    assert len(flat) == len(expected) == 1 + 2 * 5 + 1
     for actual, reference in zip(flat, expected, strict=True):
         assert actual.shape == reference.shape
         assert torch.allclose(actual, reference, atol=1e-4, rtol=1e-4), (actual - reference).abs().max()
@@ -198,3 +196,24 @@ def test_predict_with_an_onnx_model_gives_the_checkpoints_pngs(checkpoints, mixe
     assert _json(by_onnx) == _json(by_checkpoint)
     for png in sorted((by_checkpoint / "panoptic").glob("*.png")):
         assert np.array_equal(read_panoptic_png(by_onnx / "panoptic" / png.name), read_panoptic_png(png))
+
+
+def test_export_and_exported_model_errors(checkpoints, mixed_folder, tmp_path, capsys):
+    export = ("export", "--checkpoint", checkpoints["eps"])
+    assert run_lpsctl(*export, "--format", "tflite", "--out", tmp_path / "m.tflite") == 2
+    assert "expected one of onnx, torchscript" in capsys.readouterr().err
+    assert run_lpsctl(*export, "--out", tmp_path) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert run_lpsctl(*export, "--out", tmp_path / "m.onnx", "--height", 100, "--width", 256) == 2
+    assert "multiple of 32" in capsys.readouterr().err
+    predict = ("predict", mixed_folder, "--out", tmp_path / "out", "--model")
+    assert run_lpsctl(*predict, tmp_path / "missing.onnx") == 2
+    assert "exported model not found" in capsys.readouterr().err
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    assert run_lpsctl(*predict, tmp_path / "garbage.onnx") == 2
+    assert "not a valid ONNX model" in capsys.readouterr().err
+    assert run_lpsctl(*predict, checkpoints["eps"]) == 2  # a checkpoint is not a TorchScript export
+    assert "not a TorchScript model from `lpsctl export`" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert run_lpsctl("predict", mixed_folder, "--checkpoint", checkpoints["eps"], "--out", tmp_path / "file") == 2
+    assert "is a file" in capsys.readouterr().err
