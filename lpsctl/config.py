@@ -51,7 +51,14 @@ class ModelConfig:
     norm: Literal["auto", "iabn", "torch"] = "auto"  # auto: inplace_abn when importable, else pure PyTorch
     fpn_channels: int = 256  # 2-way FPN width (SPEC §3.3)
     semantic_head: bool = True  # switch off for the instance-only model (`train solo`)
-    instance_head: bool = True  # switch off for a semantic-only model
+    # solov2 (SPEC §3.5), maskrcnn (EfficientPS's original head, SPEC §3.8) or none (a semantic-only model)
+    instance_head: Literal["solov2", "maskrcnn", "none"] = "solov2"
+
+
+#: values earlier versions wrote that now have a name (model.instance_head was a boolean before the Mask R-CNN head)
+LEGACY_VALUES: dict[tuple[type, str], dict[Any, Any]] = {
+    (ModelConfig, "instance_head"): {True: "solov2", False: "none"},
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,38 @@ class SoloConfig:
     max_per_image: int = 100  # instances kept after Matrix NMS
     nms_kernel: Literal["gaussian", "linear"] = "gaussian"
     nms_sigma: float = 2.0  # Gaussian decay f(x) = exp(-sigma·x²)
+
+
+@dataclass(frozen=True)
+class MaskRCNNConfig:
+    """EfficientPS's Mask R-CNN head (SPEC §3.8, the official config's numbers), on FPN levels P4-P32."""
+
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256)  # one anchor size per level: 8 × stride
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_conv: Literal["standard", "separable"] = "standard"  # 3×3 conv + ReLU, or separable 3×3 + norm (leaky)
+    rpn_positive_iou: float = 0.7
+    rpn_negative_iou: float = 0.3
+    rpn_batch_per_image: int = 256  # anchors sampled per image for the RPN loss
+    rpn_positive_fraction: float = 0.5
+    rpn_pre_nms_train: int = 2000  # proposals per level before NMS
+    rpn_post_nms_train: int = 2000  # proposals per image after NMS
+    rpn_pre_nms_test: int = 1000
+    rpn_post_nms_test: int = 1000
+    rpn_nms: float = 0.7
+    rpn_box_beta: float = 1 / 9  # smooth-L1 β of the RPN box loss
+    roi_positive_iou: float = 0.5
+    roi_batch_per_image: int = 256  # RoIs sampled per image for the box and mask losses (GT boxes added first)
+    roi_positive_fraction: float = 0.25
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # 1 / target stds (0.1, 0.1, 0.2, 0.2)
+    box_beta: float = 1.0  # smooth-L1 β of the box head's loss
+    representation: int = 1024  # the box head's two fully connected layers
+    mask_convs: int = 4  # separable 3×3 convs of the mask head
+    mask_channels: int = 256
+    score_threshold: float = 0.5  # class score to keep a detection at inference
+    nms_threshold: float = 0.5  # per-class box NMS at inference
+    max_per_image: int = 100
+    mask_threshold: float = 0.5  # binarisation threshold on pasted mask probabilities
+    loss_weight: float = 1.0  # weight of the five Mask R-CNN loss terms in the joint loss
 
 
 @dataclass(frozen=True)
@@ -138,6 +177,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     solo: SoloConfig = field(default_factory=SoloConfig)
+    maskrcnn: MaskRCNNConfig = field(default_factory=MaskRCNNConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -235,6 +275,9 @@ def _replace_fields(section: Any, values: dict[str, Any], source: str) -> Any:
     for key, value in values.items():
         if key not in valid:
             raise ConfigError(f"{source}: unknown key '{key}'; valid keys: {', '.join(valid)}")
+        legacy = LEGACY_VALUES.get((type(section), key), {})
+        if isinstance(value, bool) and value in legacy:
+            value = legacy[value]
         checked[key] = _coerce(value, hints[key], f"{source}.{key}")
     return replace(section, **checked)
 

@@ -97,13 +97,76 @@ class SoloGeometry:
     mask_stride: int
 
 
+@dataclass(frozen=True)
+class MaskRCNNGeometry:
+    """What the Mask R-CNN head's criterion and decoder need to know of it: the FPN strides it reads and the side of
+    its square mask logits (28: RoIAlign 14×14, then a ×2 transposed conv)."""
+
+    level_strides: tuple[int, ...]
+    mask_size: int
+
+
+@dataclass
+class InstanceTargets:
+    """One image's ground truth as a two-stage head samples it during training: masks Tensor[N, H, W] bool at the
+    padded input size, classes Tensor[N] int64 thing index 0-7."""
+
+    masks: Tensor
+    classes: Tensor
+
+
+@dataclass
+class MaskRCNNTraining:
+    """The Mask R-CNN head's training outputs: its predictions for the anchors and RoIs it sampled, beside their
+    targets (a two-stage head samples its second stage's RoIs from the ground truth inside forward; the loss
+    arithmetic stays in the criterion).
+
+    rpn_logits/rpn_labels: Tensor[A] objectness logits and 0/1 labels of the sampled anchors; rpn_deltas/rpn_targets:
+    Tensor[A_pos, 4] of the positive ones (encoded with the RPN's box coder). class_logits: Tensor[R, 9] of the sampled
+    RoIs, class_labels: Tensor[R] (0 = background, c + 1 = thing c); box_deltas/box_targets: Tensor[R_pos, 4] of the
+    positive RoIs (their labelled class's regression). mask_logits/mask_targets: Tensor[M, 28, 28] of the positive RoIs
+    (their labelled class's mask; targets are the GT masks RoI-aligned to the proposal), mask_valid: Tensor[M] bool
+    (False only for the stand-in RoI of an image batch without positives, which keeps every parameter in the graph).
+    """
+
+    rpn_logits: Tensor
+    rpn_labels: Tensor
+    rpn_deltas: Tensor
+    rpn_targets: Tensor
+    class_logits: Tensor
+    class_labels: Tensor
+    box_deltas: Tensor
+    box_targets: Tensor
+    mask_logits: Tensor
+    mask_targets: Tensor
+    mask_valid: Tensor
+
+
+@dataclass
+class Detections:
+    """The Mask R-CNN head's eval outputs, per image (after box decoding, per-class NMS and the score threshold, which
+    a two-stage head needs before its mask branch): boxes Tensor[N, 4] (x0, y0, x1, y1) in padded-input pixels,
+    scores Tensor[N], classes Tensor[N] thing index 0-7, mask_logits Tensor[N, 28, 28] of each box's class."""
+
+    boxes: list[Tensor]
+    scores: list[Tensor]
+    classes: list[Tensor]
+    mask_logits: list[Tensor]
+
+
+#: where an instance head's levels sit, for its criterion and decoder (None: no instance head)
+InstanceGeometry = SoloGeometry | MaskRCNNGeometry
+#: an instance head's raw outputs: SOLOv2's grids, or Mask R-CNN's sampled predictions (training) / detections (eval)
+InstanceOutputs = SoloOutputs | MaskRCNNTraining | Detections
+
+
 @dataclass
 class PanopticOutputs:
     """Raw network outputs: semantic logits Tensor[B, 19, H, W] at input resolution (None without a semantic head)
     and the instance head's raw outputs (None without an instance head)."""
 
     semantic: Tensor | None
-    instance: SoloOutputs | None
+    instance: InstanceOutputs | None
 
 
 @dataclass

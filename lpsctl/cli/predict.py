@@ -52,8 +52,10 @@ def export_masks_command(
     out: Path = typer.Option(Path("masks.json"), "--out", "-o", help="COCO results JSON to write."),
     device: str | None = DEVICE,
     overwrite: bool = OVERWRITE,
+    overrides: list[str] | None = SET,
 ) -> None:
-    """Run the SOLOv2 head over a split; write its instances as COCO results (RLE, keyed by image id)."""
+    """Run the instance head over a split; write its instances as COCO results (RLE, keyed by image id).
+    `--set` takes decoding thresholds, e.g. maskrcnn.score_threshold=0.05 for mask AP."""
     from lpsctl.data.cityscapes import coco_json
     from lpsctl.engine.export import coco_image_ids, export_masks
     from lpsctl.engine.inference import load_model, predict, split_dataset
@@ -63,7 +65,7 @@ def export_masks_command(
     if out.exists() and not overwrite:
         raise LpsctlError(f"{out} exists: pass --overwrite or another --out")
     target = resolve_device(device)
-    model, config = load_model(checkpoint, target, need="instance")
+    model, config = load_model(checkpoint, target, need="instance", overrides=overrides or ())
     dataset = split_dataset(config, root, split)
     coco_ids = coco_image_ids(coco_json(root, split))
     with progress_bar() as update:
@@ -82,7 +84,7 @@ def fuse_command(
     device: str | None = DEVICE,
     overwrite: bool = OVERWRITE,
 ) -> None:
-    """EfficientPS panoptic fusion of semantic logits and SOLOv2 masks; writes Cityscapes panoptic PNGs + JSON."""
+    """EfficientPS panoptic fusion of semantic logits and instance masks; writes Cityscapes panoptic PNGs + JSON."""
     from lpsctl.engine.export import read_masks
     from lpsctl.engine.fuse import check_masks_cover, check_output, fuse_predictions, prepare_output
     from lpsctl.engine.inference import load_model, predict, split_dataset
@@ -97,7 +99,7 @@ def fuse_command(
         exported = read_masks(masks)
         check_masks_cover(exported, dataset.image_ids, masks)
     elif model.instance_head is None:
-        raise LpsctlError(f"{checkpoint} has no SOLOv2 head: pass --masks from `lpsctl export-masks`")
+        raise LpsctlError(f"{checkpoint} has no instance head: pass --masks from `lpsctl export-masks`")
     prepare_output(out, overwrite=overwrite)
     with progress_bar() as update:
         predictions = predict(model, dataset, config, target, progress=update)

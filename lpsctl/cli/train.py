@@ -24,8 +24,10 @@ VALIDATE = typer.Option(True, "--validate/--no-validate", help="Evaluate on the 
 
 
 HELP: dict[Mode, str] = {
-    "eps": "Train EfficientPS with the SOLOv2 instance head (semantic + instance losses), validated by PQ.",
-    "solo": "Train the instance-only SOLOv2 model (EfficientNet + 2-way FPN + SOLOv2), validated by mask AP.",
+    "eps": "Train EfficientPS with an instance head (SOLOv2 by default; model.instance_head=maskrcnn: EfficientPS's "
+    "original Mask R-CNN head), semantic + instance losses, validated by PQ.",
+    "solo": "Train the instance-only model (EfficientNet + 2-way FPN + the config's instance head), validated by "
+    "mask AP.",
 }
 
 

@@ -49,8 +49,15 @@ def checkpoint_config(state: dict[str, Any], path: Path | str) -> Config:
 
 
 def load_model_state(model: nn.Module, state_dict: dict[str, Any], source: Path | str) -> None:
-    """Load weights strictly; a mismatch names the missing, unexpected and wrongly shaped keys."""
+    """Load weights strictly; a mismatch names the instance heads when they differ, else the missing, unexpected and
+    wrongly shaped keys."""
     own = model.state_dict()
+    stored_head, own_head = _instance_head_of(state_dict), _instance_head_of(own)
+    if stored_head != own_head:
+        raise CheckpointError(
+            f"{source} holds the weights of a model with {stored_head}, but its config describes one with {own_head}: "
+            "the checkpoint was edited or mixed up with another run's; use the checkpoint its run wrote"
+        )
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     shapes = sorted(
@@ -69,3 +76,12 @@ def load_model_state(model: nn.Module, state_dict: dict[str, Any], source: Path 
             "use the checkpoint's own config (omit --config/--set) or a matching checkpoint"
         )
     model.load_state_dict(state_dict)
+
+
+def _instance_head_of(state_dict: dict[str, Any]) -> str:
+    """Which instance head a model's weights belong to, by the parameter names each head has."""
+    if any(key.startswith("instance_head.rpn.") for key in state_dict):
+        return "a Mask R-CNN instance head"
+    if any(key.startswith("instance_head.") for key in state_dict):
+        return "a SOLOv2 instance head"
+    return "no instance head"

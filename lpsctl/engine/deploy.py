@@ -26,7 +26,7 @@ from lpsctl.engine.precision import autocast
 from lpsctl.errors import CheckpointError, LpsctlError
 from lpsctl.models import PanopticNet
 from lpsctl.models.fold import fold_norms
-from lpsctl.structures import PanopticOutputs, SoloOutputs
+from lpsctl.structures import MaskRCNNGeometry, PanopticOutputs, SoloGeometry, SoloOutputs
 
 log = logging.getLogger(__name__)
 Format = Literal["onnx", "torchscript"]
@@ -67,6 +67,8 @@ def flatten(outputs: PanopticOutputs) -> tuple[Tensor, ...]:
     """The outputs as one tuple: semantic logits (if any), category grids, kernel grids, mask features (if any)."""
     flat = [] if outputs.semantic is None else [outputs.semantic]
     if outputs.instance is not None:
+        if not isinstance(outputs.instance, SoloOutputs):
+            raise TypeError(f"only SOLOv2 outputs flatten, not {type(outputs.instance).__name__}")
         flat += [*outputs.instance.category_per_level, *outputs.instance.kernel_per_level]
         flat.append(outputs.instance.mask_features)
     return tuple(flat)
@@ -88,11 +90,17 @@ def export_network(
     for inputs of height × width (multiples of 32) to `out`, atomically; returns the description stored with it."""
     if height % 32 or width % 32:
         raise LpsctlError(f"--height {height} --width {width}: the input size must be a multiple of 32")
+    if isinstance(model.instance_geometry, MaskRCNNGeometry):
+        raise LpsctlError(
+            "export covers the semantic and SOLOv2 heads; the Mask R-CNN head (data-dependent proposals, NMS and RoI "
+            "counts) runs from its checkpoint: `lpsctl predict --checkpoint CKPT`"
+        )
     model = copy.deepcopy(model).cpu().eval()
     folded = fold_norms(model) if fold else 0
     flat = FlatNetwork(model).eval()
     example = torch.zeros(1, 3, height, width)
-    levels = 0 if model.instance_geometry is None else len(model.instance_geometry.grids)
+    geometry = model.instance_geometry
+    levels = len(geometry.grids) if isinstance(geometry, SoloGeometry) else 0
     meta = {
         "version": EXPORT_VERSION,
         "config": to_dict(config),

@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 
 #: config sections an inference command may override (the network itself is the checkpoint's)
 RUNTIME_SECTIONS = ("fusion", "inference")
+#: and the instance heads' decoding settings, which change no weight
+RUNTIME_KEYS = (
+    *(f"solo.{key}" for key in ("score_threshold", "mask_threshold", "nms_pre", "update_threshold")),
+    *(f"solo.{key}" for key in ("max_per_image", "nms_kernel", "nms_sigma")),
+    *(f"maskrcnn.{key}" for key in ("score_threshold", "nms_threshold", "max_per_image", "mask_threshold")),
+    *(f"maskrcnn.{key}" for key in ("rpn_pre_nms_test", "rpn_post_nms_test")),
+)
 
 
 def load_model(
@@ -47,9 +54,9 @@ def load_model(
             f"{checkpoint} is an instance-only (train solo) model without a semantic head: fuse needs a `train eps` "
             "checkpoint; pass this one's masks with `lpsctl export-masks` and `fuse --masks`"
         )
-    if need == "instance" and not config.model.instance_head:
+    if need == "instance" and config.model.instance_head == "none":
         raise CheckpointError(
-            f"{checkpoint} has no SOLOv2 head: export-masks needs a `train solo` or `train eps` model"
+            f"{checkpoint} has no instance head: export-masks needs a `train solo` or `train eps` model"
         )
     model = build_model(config)
     load_model_state(model, state["model"], checkpoint)
@@ -66,12 +73,14 @@ def load_model(
 
 
 def runtime_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    """`config` with `section.key=value` overrides of the RUNTIME_SECTIONS (ConfigError for any other section)."""
+    """`config` with `section.key=value` overrides of the RUNTIME_SECTIONS and RUNTIME_KEYS (ConfigError for any
+    other key)."""
     for item in overrides:
-        if not item.startswith(tuple(f"{section}." for section in RUNTIME_SECTIONS)):
+        key = item.partition("=")[0].strip()
+        if not key.startswith(tuple(f"{section}." for section in RUNTIME_SECTIONS)) and key not in RUNTIME_KEYS:
             raise ConfigError(
-                f"--set {item}: this command takes only fusion.* and inference.* overrides (the network is the "
-                "checkpoint's)"
+                f"--set {item}: this command takes only fusion.*, inference.* and the decoding thresholds "
+                "solo.score_threshold, maskrcnn.score_threshold, … (the network is the checkpoint's)"
             )
         config = apply_override(config, item)
     return config

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from lpsctl.atomic import write_text_atomic
-from lpsctl.config import Config, dump, to_dict
+from lpsctl.config import Config, dump, from_dict, to_dict
 from lpsctl.engine.checkpoint import load_checkpoint
 from lpsctl.errors import CheckpointError, LpsctlError
 
 #: config sections that define the network: a checkpoint only resumes into the same ones
-MODEL_SECTIONS = ("model", "semantic", "solo")
+MODEL_SECTIONS = ("model", "semantic", "solo", "maskrcnn")
 
 
 @dataclass
@@ -118,7 +118,9 @@ def check_resumable(run: RunDir, config: Config, *, resume: bool, overwrite: boo
 
 
 def config_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'section.key: stored → current' for every differing key of the network-defining sections."""
+    """'section.key: stored → current' for every differing key of the network-defining sections (the stored config
+    read as this version reads it: sections it lacked take their defaults, legacy values their names)."""
+    stored = to_dict(from_dict(stored))
     differences = []
     for section in MODEL_SECTIONS:
         old, new = stored.get(section, {}), current.get(section, {})

@@ -35,7 +35,7 @@ from lpsctl.errors import LpsctlError
 from lpsctl.losses.criterion import PanopticCriterion, build_criterion
 from lpsctl.models import PanopticNet, build_model
 from lpsctl.models.norm import convert_sync_norm
-from lpsctl.structures import Batch
+from lpsctl.structures import Batch, InstanceTargets
 
 log = logging.getLogger(__name__)
 Mode = Literal["eps", "solo"]
@@ -60,8 +60,10 @@ class TrainSummary:
 
 
 def config_for_mode(config: Config, mode: Mode) -> Config:
-    """`solo` trains the instance-only model; `eps` the joint model with both heads."""
-    return replace(config, model=replace(config.model, semantic_head=mode == "eps", instance_head=True))
+    """`solo` trains the instance-only model; `eps` the joint model with both heads (the instance head is the
+    config's `model.instance_head`, SOLOv2 unless it says maskrcnn)."""
+    head = config.model.instance_head if config.model.instance_head != "none" else "solov2"
+    return replace(config, model=replace(config.model, semantic_head=mode == "eps", instance_head=head))
 
 
 def train(
@@ -208,8 +210,11 @@ class _Parts:
     def step(self, batch: Batch, config: Config, info: DistInfo, iteration: int, run: RunDir) -> dict:
         """One optimiser step on `batch`; returns the loss terms, `loss`, `lr` and `images_per_s` as floats."""
         images = batch.images.to(memory_format=torch.channels_last) if config.solver.channels_last else batch.images
+        targets = None
+        if self.model.needs_targets:  # a two-stage head samples its RoIs from the ground truth
+            targets = [InstanceTargets(m, c) for m, c in zip(batch.masks, batch.classes, strict=True)]
         with autocast(config.solver.amp, images.device):
-            outputs = self.network(images)
+            outputs = self.network(images, targets)
         losses = self.criterion(outputs, batch)
         total = cast(torch.Tensor, sum(losses.values()))
         # every rank learns of a NaN on any rank before the backward pass, so all stop together

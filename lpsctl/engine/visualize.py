@@ -41,7 +41,7 @@ def overlay_predictions(
     written = []
     for path, prediction in zip(dataset.paths, predict(model, dataset, config, device, progress=progress), strict=True):
         assert prediction.semantic_logits is not None  # load_model(need="semantic") guarantees the head
-        # a semantic-only model (model.instance_head=false): stuff is drawn, thing pixels stay void
+        # a semantic-only model (model.instance_head=none): stuff is drawn, thing pixels stay void
         instances = (
             prediction.instances
             if prediction.instances is not None

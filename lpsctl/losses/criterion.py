@@ -11,9 +11,10 @@ from collections.abc import Callable
 from torch import Tensor
 
 from lpsctl.config import Config
+from lpsctl.losses.maskrcnn import MaskRCNNCriterion
 from lpsctl.losses.semantic import SemanticCriterion
 from lpsctl.losses.solov2 import SOLOv2Criterion
-from lpsctl.structures import Batch, PanopticOutputs, SoloGeometry
+from lpsctl.structures import Batch, InstanceGeometry, MaskRCNNGeometry, PanopticOutputs, SoloGeometry
 
 #: `(instance outputs, masks per image, classes per image, ignore) -> loss terms`
 InstanceCriterion = Callable[..., dict[str, Tensor]]
@@ -39,15 +40,15 @@ class PanopticCriterion:
         return losses
 
 
-def build_criterion(config: Config, *, semantic: bool, instance_geometry: SoloGeometry | None) -> PanopticCriterion:
+def build_criterion(config: Config, *, semantic: bool, instance_geometry: InstanceGeometry | None) -> PanopticCriterion:
     """The criterion of a network with a semantic head (`semantic`) and the instance head whose geometry is given
-    (None: no instance head); weights and loss parameters from `config.semantic` / `config.solo`."""
+    (None: no instance head); weights and loss parameters from `config.semantic` and `config.solo`/`maskrcnn`."""
     semantic_criterion = None
     if semantic:
         semantic_criterion = SemanticCriterion(
             ohem_fraction=config.semantic.ohem_fraction, loss_weight=config.semantic.loss_weight
         )
-    instance_criterion = None
+    instance_criterion: InstanceCriterion | None = None
     if isinstance(instance_geometry, SoloGeometry):
         solo = config.solo
         instance_criterion = SOLOv2Criterion(
@@ -58,5 +59,10 @@ def build_criterion(config: Config, *, semantic: bool, instance_geometry: SoloGe
             category_weight=solo.loss_category_weight,
             mask_weight=solo.loss_mask_weight,
             loss_weight=solo.loss_weight,
+        )
+    elif isinstance(instance_geometry, MaskRCNNGeometry):
+        maskrcnn = config.maskrcnn
+        instance_criterion = MaskRCNNCriterion(
+            rpn_box_beta=maskrcnn.rpn_box_beta, box_beta=maskrcnn.box_beta, loss_weight=maskrcnn.loss_weight
         )
     return PanopticCriterion(semantic=semantic_criterion, instance=instance_criterion)

@@ -12,10 +12,12 @@ from lpsctl.config import Config
 from lpsctl.labels import NUM_CLASSES
 from lpsctl.models.backbone import EfficientNetBackbone
 from lpsctl.models.fpn import TwoWayFPN
+from lpsctl.models.maskrcnn import LEVEL_STRIDES as MASKRCNN_STRIDES
+from lpsctl.models.maskrcnn import MASK_SIZE, MaskRCNNHead
 from lpsctl.models.norm import active_norm_name, make_norm
 from lpsctl.models.semantic_head import SemanticHead
 from lpsctl.models.solov2 import SOLOv2Head, solo_geometry
-from lpsctl.structures import PanopticOutputs, SoloGeometry
+from lpsctl.structures import InstanceGeometry, InstanceTargets, MaskRCNNGeometry, PanopticOutputs
 
 
 class PanopticNet(nn.Module):
@@ -24,7 +26,7 @@ class PanopticNet(nn.Module):
         backbone: EfficientNetBackbone,
         fpn: TwoWayFPN,
         semantic_head: SemanticHead | None,
-        instance_head: SOLOv2Head | None,
+        instance_head: SOLOv2Head | MaskRCNNHead | None,
         *,
         norm_name: str = "torch",
     ) -> None:
@@ -38,25 +40,41 @@ class PanopticNet(nn.Module):
         self.norm_name = norm_name
 
     @property
-    def instance_geometry(self) -> SoloGeometry | None:
+    def instance_geometry(self) -> InstanceGeometry | None:
         """Where the instance head's levels sit (for the criterion and post-processor), or None without one."""
         return None if self.instance_head is None else self.instance_head.geometry
 
-    def forward(self, images: Tensor) -> PanopticOutputs:
+    def forward(self, images: Tensor, targets: list[InstanceTargets] | None = None) -> PanopticOutputs:
+        """Raw head outputs. targets: the ground truth per image, which a two-stage instance head (Mask R-CNN) samples
+        its RoIs from in training; SOLOv2 assigns its targets in the criterion and takes none."""
         features = self.fpn(self.backbone(images))
         semantic = self.semantic_head(features) if self.semantic_head is not None else None
-        instance = self.instance_head(features) if self.instance_head is not None else None
+        instance = None
+        if isinstance(self.instance_head, MaskRCNNHead):
+            instance = self.instance_head(features, targets)
+        elif self.instance_head is not None:
+            instance = self.instance_head(features)
         return PanopticOutputs(semantic=semantic, instance=instance)
 
+    @property
+    def needs_targets(self) -> bool:
+        """Whether forward needs `targets` in training (a two-stage instance head)."""
+        return isinstance(self.instance_head, MaskRCNNHead)
 
-def instance_geometry(config: Config) -> SoloGeometry | None:
+
+def instance_geometry(config: Config) -> InstanceGeometry | None:
     """The geometry of the instance head `config` describes (what `PanopticNet.instance_geometry` reports), for
     running an exported network without building the model."""
-    return solo_geometry(config.solo.grids, config.solo.scale_ranges) if config.model.instance_head else None
+    head = config.model.instance_head
+    if head == "solov2":
+        return solo_geometry(config.solo.grids, config.solo.scale_ranges)
+    if head == "maskrcnn":
+        return MaskRCNNGeometry(level_strides=MASKRCNN_STRIDES, mask_size=MASK_SIZE)
+    return None
 
 
 def build_model(config: Config) -> PanopticNet:
-    """The network described by `config.model`, `config.semantic` and `config.solo`."""
+    """The network described by `config.model` and the sections of its heads (`semantic`, `solo` or `maskrcnn`)."""
     model_config = config.model
     norm_layer = make_norm(model_config.norm)
     backbone = EfficientNetBackbone(
@@ -75,7 +93,9 @@ def build_model(config: Config) -> PanopticNet:
             dpc_dilations=config.semantic.dpc_dilations,
             norm_layer=norm_layer,
         )
-    instance_head = (
-        SOLOv2Head.from_config(config.solo, model_config.fpn_channels) if model_config.instance_head else None
-    )
+    instance_head: SOLOv2Head | MaskRCNNHead | None = None
+    if model_config.instance_head == "solov2":
+        instance_head = SOLOv2Head.from_config(config.solo, model_config.fpn_channels)
+    elif model_config.instance_head == "maskrcnn":
+        instance_head = MaskRCNNHead(config.maskrcnn, model_config.fpn_channels, norm_layer=norm_layer)
     return PanopticNet(backbone, fpn, semantic_head, instance_head, norm_name=active_norm_name(model_config.norm))

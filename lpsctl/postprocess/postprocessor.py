@@ -12,8 +12,16 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from lpsctl.config import Config
+from lpsctl.postprocess.maskrcnn_decode import MaskRCNNPostProcessor
 from lpsctl.postprocess.solov2_decode import SOLOv2PostProcessor
-from lpsctl.structures import Instances, PanopticOutputs, Prediction, SoloGeometry
+from lpsctl.structures import (
+    InstanceGeometry,
+    Instances,
+    MaskRCNNGeometry,
+    PanopticOutputs,
+    Prediction,
+    SoloGeometry,
+)
 
 #: `(instance outputs, image sizes before padding, original sizes) -> Instances per image`
 InstanceDecoder = Callable[..., list[Instances]]
@@ -57,10 +65,10 @@ def original_size_logits(logits: Tensor, image_size: tuple[int, int], original_s
     return F.interpolate(cropped, size=original_size, mode="bilinear", align_corners=False)[0]
 
 
-def build_postprocessor(config: Config, *, instance_geometry: SoloGeometry | None) -> PanopticPostProcessor:
+def build_postprocessor(config: Config, *, instance_geometry: InstanceGeometry | None) -> PanopticPostProcessor:
     """The post-processor of a network whose instance head has `instance_geometry` (None: no instance head);
-    decoding thresholds from `config.solo`."""
-    decoder = None
+    decoding thresholds from `config.solo` (Mask R-CNN's score threshold and NMS run in its head)."""
+    decoder: InstanceDecoder | None = None
     if isinstance(instance_geometry, SoloGeometry):
         solo = config.solo
         decoder = SOLOv2PostProcessor(
@@ -73,4 +81,6 @@ def build_postprocessor(config: Config, *, instance_geometry: SoloGeometry | Non
             nms_kernel=solo.nms_kernel,
             nms_sigma=solo.nms_sigma,
         )
+    elif isinstance(instance_geometry, MaskRCNNGeometry):
+        decoder = MaskRCNNPostProcessor(instance_geometry, mask_threshold=config.maskrcnn.mask_threshold)
     return PanopticPostProcessor(instance=decoder)

@@ -50,8 +50,12 @@ def test_load_model_builds_the_checkpoints_network(checkpoints):
     assert all(torch.equal(value, stored[key]) for key, value in model.state_dict().items())
     folded, _ = load_model(checkpoints["eps"], CPU, need="semantic")  # the default folds the norms into the convs
     assert len(folded.state_dict()) < len(stored)
-    with pytest.raises(ConfigError, match="only fusion.* and inference.* overrides"):
+    with pytest.raises(ConfigError, match=r"only fusion\.\*, inference\.\* and the decoding thresholds"):
         load_model(checkpoints["eps"], CPU, overrides=["model.fpn_channels=8"])
+    with pytest.raises(ConfigError, match="decoding thresholds"):  # training settings of a head are not decoding
+        load_model(checkpoints["eps"], CPU, overrides=["solo.sigma=0.3"])
+    _, decoding = load_model(checkpoints["eps"], CPU, overrides=["solo.score_threshold=0.3"])
+    assert decoding.solo.score_threshold == 0.3
     solo, solo_config = load_model(checkpoints["solo"], CPU, need="instance")
     assert solo.semantic_head is None and not solo_config.model.semantic_head
 
@@ -59,7 +63,7 @@ def test_load_model_builds_the_checkpoints_network(checkpoints):
 def test_load_model_names_the_right_command_for_the_wrong_kind(checkpoints):
     with pytest.raises(CheckpointError, match=r"instance-only \(train solo\).*fuse --masks"):
         load_model(checkpoints["solo"], CPU, need="semantic")
-    with pytest.raises(CheckpointError, match="has no SOLOv2 head"):
+    with pytest.raises(CheckpointError, match="has no instance head"):
         load_model(checkpoints["semantic_only"], CPU, need="instance")
 
 
