@@ -34,14 +34,16 @@ from typing import Any
 
 import torch
 
-from lpsctl.config import Config, load_config
+from lpsctl.config import Config, load_config, to_dict
 from lpsctl.data.cityscapes import coco_json
 from lpsctl.data.dataset import collate_batch
 from lpsctl.data.prepare import prepare
 from lpsctl.data.synthetic import synthesize
+from lpsctl.engine.checkpoint import load_checkpoint
 from lpsctl.engine.export import coco_image_ids, export_masks
 from lpsctl.engine.inference import load_model, predict, split_dataset
-from lpsctl.engine.train import train
+from lpsctl.engine.rundir import config_mismatch
+from lpsctl.engine.train import config_for_mode, train
 from lpsctl.engine.validation import fuse_and_evaluate
 from lpsctl.evaluation.coco import evaluate_masks
 from lpsctl.labels import THING_NAMES
@@ -113,17 +115,29 @@ def recipe(root: Path, head: str, seed: int, args: argparse.Namespace) -> Config
 
 
 def train_one(root: Path, out: Path, head: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or reuse a finished run of the same recipe in `out`: an interrupted benchmark continues), evaluate."""
     config = recipe(root, head, seed, args)
-    started = time.perf_counter()
-    summary = train(config, out, mode="eps", overwrite=True)
-    run: dict[str, Any] = {"iterations": summary.iterations, "train_minutes": (time.perf_counter() - started) / 60}
-    model, config = load_model(summary.last_checkpoint, torch.device("cpu"))
+    timing = out / "timing.json"
+    if not _finished(out, config):
+        started = time.perf_counter()
+        summary = train(config, out, mode="eps", overwrite=True)
+        minutes = (time.perf_counter() - started) / 60
+        timing.write_text(json.dumps({"iterations": summary.iterations, "train_minutes": minutes}))
+    run: dict[str, Any] = json.loads(timing.read_text())
+    model, config = load_model(out / "last.pt", torch.device("cpu"))
     run["parameters"] = {"total": count(model), "instance_head": count(model.instance_head)}
     run["evaluations"] = evaluate(model, config, root, out)
     if head == "maskrcnn":  # the head's own score threshold, as mask AP benchmarks set it
         model.instance_head.roi_heads.score_thresh = 0.05
         run["evaluations_head_0.05"] = evaluate(model, config, root, out)
     return run
+
+
+def _finished(out: Path, config: Config) -> bool:
+    if not (out / "last.pt").is_file() or not (out / "timing.json").is_file():
+        return False
+    state = load_checkpoint(out / "last.pt")
+    return bool(state.get("finished")) and not config_mismatch(state["config"], to_dict(config_for_mode(config, "eps")))
 
 
 def count(module: torch.nn.Module | None) -> int:

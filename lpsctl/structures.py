@@ -174,15 +174,17 @@ class Instances:
     """Instance predictions of one image, sorted by descending score.
 
     masks: Tensor[N, H, W] bool. scores: Tensor[N] float in [0, 1]. classes: Tensor[N] int64 thing index 0-7.
-    mask_logits: Tensor[N, h, w] float SOLOv2 mask logits covering the same image (any resolution, typically the
+    mask_logits: Tensor[N, h, w] float mask logits covering the same image (any resolution, typically the
     stride-4 mask features cropped to the unpadded image; fusion resizes them bilinearly), or None for exported
-    binary masks.
+    binary masks. boxes: Tensor[N, 4] float (x0, y0, x1, y1) detection boxes in image pixels enclosing each mask, from
+    a box-based head (Mask R-CNN: fusion's ML_B fills the detection box), else None (ML_B fills the mask's box).
     """
 
     masks: Tensor
     scores: Tensor
     classes: Tensor
     mask_logits: Tensor | None = None
+    boxes: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])

@@ -78,6 +78,7 @@ def fuse_one(semantic_logits: torch.Tensor, instances: Instances, fusion: Fusion
         scores=instances.scores.to(device),
         classes=instances.classes.to(device),
         mask_logits=None if instances.mask_logits is None else instances.mask_logits.to(device),
+        boxes=None if instances.boxes is None else instances.boxes.to(device),
     )
     return panoptic_fusion(
         semantic_logits,
@@ -93,7 +94,7 @@ def fuse_one(semantic_logits: torch.Tensor, instances: Instances, fusion: Fusion
 def _instances_for(prediction: Prediction, masks: dict[str, Instances] | None) -> Instances:
     if masks is None:
         if prediction.instances is None:
-            raise LpsctlError("the model has no SOLOv2 head: pass exported masks with --masks")
+            raise LpsctlError("the model has no instance head: pass exported masks with --masks")
         return prediction.instances
     assert prediction.semantic_logits is not None
     size = tuple(prediction.semantic_logits.shape[-2:])

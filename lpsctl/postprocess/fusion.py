@@ -51,7 +51,8 @@ def panoptic_fusion(
     1-2. keep score ≥ score_threshold; walking in descending score, drop an instance when more than overlap_threshold
          of its mask is already taken by survivors (survival only; empty masks are dropped).
     3-4. FL = (σ(ML_A) + σ(ML_B)) ⊙ (ML_A + ML_B), ML_A = logit_scale × mask logits, ML_B = the semantic logit of the
-         instance's class inside its mask's bounding box and 0 outside.
+         instance's class inside its box and 0 outside: the detection box when the instances have boxes (Mask R-CNN),
+         else the mask's bounding box (SOLOv2, exported masks).
     5.   argmax over [stuff logits; FL_1..FL_n] (ties go to the earlier channel); a pixel won by FL_j belongs to j.
     6.   every other pixel takes the class of the full C-class semantic argmax: a stuff class keeps it; a thing class
          (a "thing pixel no instance won": the semantic head says thing, yet a stuff channel beat every FL) is void;
@@ -143,6 +144,8 @@ def _check_inputs(
         )
     if instances.mask_logits is not None and len(instances.mask_logits) != len(instances):
         raise ValueError(f"{len(instances.mask_logits)} mask logits for {len(instances)} instances")
+    if instances.boxes is not None and tuple(instances.boxes.shape) != (len(instances), 4):
+        raise ValueError(f"boxes of shape {tuple(instances.boxes.shape)} for {len(instances)} instances")
     classes = instances.classes
     if int(classes.min()) < 0 or int(classes.max()) >= len(thing_train_ids):
         raise ValueError(f"instance classes must be thing indices 0-{len(thing_train_ids) - 1}, got {classes.tolist()}")
@@ -169,8 +172,21 @@ def _select_instances(
             continue
         region |= mask
         survivors.append(index)
-        boxes.append(box)
+        boxes.append(box if instances.boxes is None else _enclosing(box, instances.boxes[index], masks.shape[1:]))
     return survivors, boxes
+
+
+def _enclosing(mask_box: Box, detection: Tensor, size: torch.Size) -> Box:
+    """The pixels a float detection box (x0, y0, x1, y1) touches, clipped to the image, grown to hold the mask box
+    (a pasted mask lies inside its box; the union only guards against rounding)."""
+    height, width = size
+    x0, y0, x1, y1 = detection.tolist()
+    return (
+        min(mask_box[0], max(0, math.floor(x0))),
+        min(mask_box[1], max(0, math.floor(y0))),
+        max(mask_box[2], min(width, math.ceil(x1))),
+        max(mask_box[3], min(height, math.ceil(y1))),
+    )
 
 
 def _mask_boxes(masks: Tensor, indices: list[int]) -> list[Box | None]:

@@ -77,6 +77,7 @@ class MaskRCNNPostProcessor:
             scores=scores.float(),
             classes=classes.long(),
             mask_logits=paste_in_boxes(logits, boxes, coarse, original_size),
+            boxes=boxes,
         )
 
 

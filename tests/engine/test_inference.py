@@ -217,7 +217,7 @@ def test_fusion_pairs_masks_with_images_by_id(tmp_path: Path):
 def test_fusion_needs_semantic_logits(tmp_path: Path):
     with pytest.raises(LpsctlError, match="semantic logits"):
         fuse_predictions([Prediction("a", None, None)], tmp_path, tiny_config("eps").fusion)
-    with pytest.raises(LpsctlError, match="no SOLOv2 head"):
+    with pytest.raises(LpsctlError, match="no instance head"):
         fuse_predictions([Prediction("a", _constant_logits(8, 8), None)], tmp_path, tiny_config("eps").fusion)
 
 

@@ -12,6 +12,7 @@ from lpsctl.structures import Batch
 
 SMALL = ["model.backbone=efficientnet-b0", "model.norm=torch", "solo.stacked_convs=2", "solo.head_channels=64",
          "solo.kernel_dim=64", "solo.mask_feature_channels=64"]  # fmt: skip
+MASKRCNN_HEAD_PARAMETERS = 15_073_861  # the full-size Mask R-CNN head, counted in the test below
 
 
 def _square_batch(batch: int, height: int, width: int, *, squares: bool = True) -> Batch:
@@ -98,8 +99,22 @@ def test_full_size_b5_model_builds_and_runs_on_cpu():
     parameters = sum(p.numel() for p in model.parameters())
     # backbone 23.15 M + FPN 1.47 M + semantic head 1.21 M + full SOLOv2 head 19.41 M (benchmarks/model_size.py)
     assert 45.0e6 < parameters < 45.5e6, parameters
+    # EfficientPS = these parts with the Mask R-CNN head instead: the paper's 40.89 M
+    shared = sum(p.numel() for part in (model.backbone, model.fpn, model.semantic_head) for p in part.parameters())
+    assert abs(shared + MASKRCNN_HEAD_PARAMETERS - 40.89e6) < 0.02e6, shared
     with torch.inference_mode():
         outputs = model(torch.randn(1, 3, 512, 1024))
     assert outputs.semantic.shape == (1, 19, 512, 1024)
     assert outputs.instance.mask_features.shape == (1, 256, 128, 256)
     assert [tuple(c.shape[-2:]) for c in outputs.instance.category_per_level] == [(s, s) for s in (40, 36, 24, 16, 12)]
+
+
+def test_the_mask_rcnn_head_has_the_official_layers_parameter_for_parameter():
+    """The full-size head (256-channel FPN, SPEC §3.8) counted layer by layer (with the B5 parts the model has the
+    paper's 40.89 M: test_full_size_b5_model_builds_and_runs_on_cpu)."""
+    head = build_model(load_config(None, ["model.backbone=efficientnet-b0", "model.instance_head=maskrcnn"]))
+    rpn = (256 * 256 * 9 + 256) + (256 * 3 + 3) + (256 * 12 + 12)  # 3×3 conv, objectness and box 1×1 per anchor
+    box = (256 * 7 * 7 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 9 + 9) + (1024 * 9 * 4 + 9 * 4)
+    separable = 256 * 9 + 256 * 256 + 2 * 256  # depthwise, pointwise (no biases), norm weight and bias
+    mask = 4 * separable + (256 * 256 * 4 + 256) + (256 * 9 + 9)  # 4 separable convs, 2×2 deconv, 1×1 to 9 classes
+    assert sum(p.numel() for p in head.instance_head.parameters()) == rpn + box + mask == MASKRCNN_HEAD_PARAMETERS

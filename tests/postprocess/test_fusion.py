@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import numpy as np
@@ -159,6 +160,10 @@ def _dense_fusion(logits: torch.Tensor, instances: Instances, config: FusionConf
         rows, columns = torch.nonzero(instances.masks[i], as_tuple=True)
         ml_b = torch.zeros(height, width)
         box = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
+        if instances.boxes is not None:  # the detection box: every pixel it touches (it holds the mask)
+            x0, y0, x1, y1 = instances.boxes[i].tolist()
+            box = (slice(max(0, math.floor(y0)), min(height, math.ceil(y1))),
+                   slice(max(0, math.floor(x0)), min(width, math.ceil(x1))))  # fmt: skip
         ml_b[box] = logits[THING_TRAIN_IDS[instances.classes[i]]][box]
         fused.append((ml_a.sigmoid() + ml_b.sigmoid()) * (ml_a + ml_b))
     winner = torch.cat([logits[list(STUFF_TRAIN_IDS)], torch.stack(fused) if fused else logits[:0]]).argmax(0)
@@ -186,9 +191,10 @@ FUSION_CONFIGS = {
 
 
 @pytest.mark.parametrize("fusion", sorted(FUSION_CONFIGS))
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_matches_the_dense_implementation(seed: int, fusion: str) -> None:
-    """Random smooth or noisy logits; noisy ones make instances win pixels far outside their boxes."""
+    """Random smooth or noisy logits; noisy ones make instances win pixels far outside their boxes. Seeds 6 and 7
+    give the instances detection boxes larger than their masks (Mask R-CNN's: ML_B fills the detection box)."""
     generator = torch.Generator().manual_seed(seed)
     noisy, binary = seed % 3 == 1, seed % 3 == 2
     logits = torch.randn(19, HEIGHT // 8, WIDTH // 8, generator=generator) * 4
@@ -212,10 +218,39 @@ def test_matches_the_dense_implementation(seed: int, fusion: str) -> None:
         classes=torch.randint(0, 8, (count,), generator=generator),
         mask_logits=None if binary else low,
     )
+    if seed >= 6:
+        instances.boxes = _detection_boxes(masks, generator)
     config = FUSION_CONFIGS[fusion]
     result = panoptic_fusion(logits, instances, **asdict(config))
     _check_segments(result)
     np.testing.assert_array_equal(result.ids, _dense_fusion(logits, instances, config))
+
+
+def _detection_boxes(masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Float boxes holding each mask (empty masks: any box), grown by up to 10 px on each side."""
+    boxes = torch.zeros(len(masks), 4)
+    for index, mask in enumerate(masks):
+        rows, columns = torch.nonzero(mask, as_tuple=True)
+        if rows.numel():
+            boxes[index] = torch.tensor([columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]).float()
+    grow = torch.rand(len(masks), 4, generator=generator) * 10
+    return boxes + grow * torch.tensor([-1.0, -1.0, 1.0, 1.0])
+
+
+def test_a_detection_box_extends_ml_b_beyond_the_mask() -> None:
+    """A car mask of 10×10 inside a 30×30 detection box, semantic logits saying car over the whole box: the instance
+    wins the box's pixels through ML_B (FL = (σ(−4) + σ(5))·1 > the stuff logit 0.5); with the mask's own box it
+    keeps its mask only."""
+    logits = torch.full((19, HEIGHT, WIDTH), -5.0)
+    logits[ROAD] = 0.5
+    logits[THING_TRAIN_IDS[CAR], 10:40, 20:50] = 5.0
+    instances = _instances([_box_mask(20, 30, 30, 40)], [0.9], [CAR], logits=False)
+    alone = panoptic_fusion(logits, instances)
+    instances.boxes = torch.tensor([[20.0, 10.0, 50.0, 40.0]])
+    boxed = panoptic_fusion(logits, instances)
+    car = TRAIN_TO_LABEL_ID[THING_TRAIN_IDS[CAR]] * 1000
+    assert int((alone.ids == car).sum()) == 100 and int((boxed.ids == car).sum()) == 900
+    _check_segments(boxed)
 
 
 @pytest.mark.parametrize("binary", [False, True])
