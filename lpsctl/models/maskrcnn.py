@@ -144,9 +144,12 @@ class MaskRCNNHead(nn.Module):
         """RPN forward and proposal filtering: proposals per image, flat objectness logits and deltas, anchors."""
         rpn = self.rpn
         objectness, deltas = rpn.head(list(levels.values()))
-        anchors = rpn.anchor_generator(images, list(levels.values()))
+        # anchors, decoding and proposal filtering in float32 under fp16/bf16 autocast (the anchor generator takes its
+        # dtype from the maps it is given, and only their sizes: zero-stride float32 views of the levels' shapes)
+        shapes = [images.tensors.new_zeros((), dtype=torch.float32).expand(level.shape) for level in levels.values()]
+        anchors = rpn.anchor_generator(images, shapes)
         per_level = [int(o[0].numel()) for o in objectness]
-        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        objectness, deltas = (x.float() for x in concat_box_prediction_layers(objectness, deltas))
         decoded = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
         proposals, _ = rpn.filter_proposals(decoded, objectness, images.image_sizes, per_level)
         return proposals, objectness.flatten(), deltas, anchors
