@@ -34,7 +34,8 @@ class DataConfig:
     scale_min: float = 0.5  # multi-scale jitter range, relative to the original size
     scale_max: float = 2.0
     flip_prob: float = 0.5  # horizontal flip probability
-    photometric: bool = True  # brightness/contrast/saturation/hue jitter during training
+    color_jitter: bool = False  # brightness/contrast/saturation/hue jitter (not in the official recipes)
+    pad_to_crop: bool = False  # pad crops of smaller scaled images to the full crop (official: to size_divisor only)
     mean: tuple[float, float, float] = (106.433, 116.617, 119.559)  # Cityscapes RGB mean on 0-255
     std: tuple[float, float, float] = (65.496, 67.6, 74.123)  # Cityscapes RGB std on 0-255
     size_divisor: int = 32  # batches are padded to a multiple of this
@@ -46,15 +47,18 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "efficientnet-b5"  # efficientnet-b0 … efficientnet-b7
-    pretrained: bool = False  # load ImageNet weights with efficientnet_pytorch (needs the internet)
+    pretrained: bool = False  # load ImageNet weights with efficientnet_pytorch (needs the internet once)
     backbone_weights: str | None = None  # local ImageNet weights file (.pth state dict); works offline
     norm: Literal["auto", "iabn", "torch"] = "auto"  # auto: inplace_abn when importable, else pure PyTorch
+    drop_path_rate: float = 0.0  # stochastic depth of the backbone's blocks (efficientnet_pytorch's 0.2; official: 0)
     fpn_channels: int = 256  # 2-way FPN width (SPEC §3.3)
     semantic_head: bool = True  # switch off for the instance-only model (`train solo`)
     # solov2 (SPEC §3.5), maskrcnn (EfficientPS's original head, SPEC §3.8) or none (a semantic-only model)
     instance_head: Literal["solov2", "maskrcnn", "none"] = "solov2"
 
 
+#: keys earlier versions wrote under another name
+RENAMED_KEYS: dict[tuple[type, str], str] = {(DataConfig, "photometric"): "color_jitter"}
 #: values earlier versions wrote that now have a name (model.instance_head was a boolean before the Mask R-CNN head)
 LEGACY_VALUES: dict[tuple[type, str], dict[Any, Any]] = {
     (ModelConfig, "instance_head"): {True: "solov2", False: "none"},
@@ -136,6 +140,8 @@ class SolverConfig:
     lr_reference_batch: int = 16  # lr is given for this total batch and scaled linearly to the real one (0: as is)
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # weight decay of norm parameters and biases; null: weight_decay (mmdet 1.x decays every parameter), 0: detectron2
+    norm_weight_decay: float | None = None
     clip_grad_norm: float = 35.0  # 0 disables clipping
     warmup_iters: int = 500
     warmup_factor: float = 1 / 3  # linear warm-up starts at lr × this
@@ -181,6 +187,59 @@ class Config:
     solver: SolverConfig = field(default_factory=SolverConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+_RULES: dict[str, Any] = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in (0, 1)": lambda v: 0 < v < 1,
+}
+#: the range of each numeric key, checked wherever a value is set (YAML files, --set, stored configs)
+BOUNDS: dict[tuple[type, str], str] = {
+    **{(DataConfig, key): "> 0" for key in ("crop_height", "crop_width", "scale_min", "scale_max", "size_divisor")},
+    **{(DataConfig, key): "> 0" for key in ("batch_size", "eval_scale")},
+    (DataConfig, "num_workers"): ">= 0",
+    (DataConfig, "flip_prob"): "in [0, 1]",
+    (ModelConfig, "fpn_channels"): "> 0",
+    (ModelConfig, "drop_path_rate"): "in [0, 1)",
+    (SemanticConfig, "lsfe_channels"): "> 0",
+    (SemanticConfig, "ohem_fraction"): "in (0, 1]",
+    (SemanticConfig, "loss_weight"): ">= 0",
+    **{(SoloConfig, key): "> 0" for key in ("sigma", "head_channels", "kernel_dim", "mask_feature_channels")},
+    **{(SoloConfig, key): "> 0" for key in ("nms_pre", "max_per_image", "nms_sigma")},
+    **{(SoloConfig, key): ">= 0" for key in ("stacked_convs", "focal_gamma", "loss_weight")},
+    **{(SoloConfig, key): ">= 0" for key in ("loss_category_weight", "loss_mask_weight")},
+    **{(SoloConfig, key): "in [0, 1]" for key in ("focal_alpha", "score_threshold", "update_threshold")},
+    (SoloConfig, "mask_threshold"): "in (0, 1)",
+    **{
+        (MaskRCNNConfig, key): "in [0, 1]"
+        for key in ("rpn_positive_iou", "rpn_negative_iou", "rpn_positive_fraction", "rpn_nms", "roi_positive_iou")
+    },
+    **{(MaskRCNNConfig, key): "in [0, 1]" for key in ("roi_positive_fraction", "score_threshold", "nms_threshold")},
+    **{
+        (MaskRCNNConfig, key): "> 0"
+        for key in ("rpn_batch_per_image", "rpn_pre_nms_train", "rpn_post_nms_train", "rpn_pre_nms_test")
+    },
+    **{
+        (MaskRCNNConfig, key): "> 0"
+        for key in ("rpn_post_nms_test", "roi_batch_per_image", "representation", "mask_convs", "mask_channels")
+    },
+    **{(MaskRCNNConfig, key): "> 0" for key in ("rpn_box_beta", "box_beta", "max_per_image")},
+    (MaskRCNNConfig, "mask_threshold"): "in (0, 1)",
+    (MaskRCNNConfig, "loss_weight"): ">= 0",
+    **{(SolverConfig, key): "> 0" for key in ("lr", "gamma", "checkpoint_period", "log_period")},
+    **{(SolverConfig, key): ">= 0" for key in ("lr_reference_batch", "weight_decay", "norm_weight_decay")},
+    **{(SolverConfig, key): ">= 0" for key in ("clip_grad_norm", "warmup_iters", "max_iters", "max_minutes")},
+    **{(SolverConfig, key): ">= 0" for key in ("poly_power", "eval_period")},
+    (SolverConfig, "momentum"): "in [0, 1)",
+    (SolverConfig, "warmup_factor"): "in (0, 1]",
+    **{(FusionConfig, key): "in [0, 1]" for key in ("score_threshold", "overlap_threshold")},
+    (FusionConfig, "stuff_area"): ">= 0",
+    **{(FusionConfig, key): "> 0" for key in ("reference_area", "logit_scale")},
+}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -273,12 +332,16 @@ def _replace_fields(section: Any, values: dict[str, Any], source: str) -> Any:
     valid = [f.name for f in fields(section)]
     checked = {}
     for key, value in values.items():
+        key = RENAMED_KEYS.get((type(section), key), key)
         if key not in valid:
             raise ConfigError(f"{source}: unknown key '{key}'; valid keys: {', '.join(valid)}")
         legacy = LEGACY_VALUES.get((type(section), key), {})
         if isinstance(value, bool) and value in legacy:
             value = legacy[value]
         checked[key] = _coerce(value, hints[key], f"{source}.{key}")
+        rule = BOUNDS.get((type(section), key))
+        if rule is not None and checked[key] is not None and not _RULES[rule](checked[key]):
+            raise ConfigError(f"{source}.{key}: must be {rule}, got {checked[key]!r}")
     return replace(section, **checked)
 
 

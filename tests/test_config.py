@@ -3,6 +3,7 @@ trip of checkpoints (retired keys included), and the SPEC recipe numbers that th
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,45 @@ def test_stored_config_with_an_unknown_key_is_refused():
     stored["solver"]["lr_multiplier"] = 2
     with pytest.raises(ConfigError, match=r"stored config: solver: unknown key 'lr_multiplier'"):
         from_dict(stored)
+
+
+def test_renamed_keys_of_earlier_versions_still_read():
+    """data.photometric became data.color_jitter (off in the official recipes)."""
+    assert load_config(None, ["data.photometric=true"]).data.color_jitter is True
+    assert from_dict({"data": {"photometric": False}}).data.color_jitter is False
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size: must be > 0, got 0"),
+        ("solver.lr=-1", "solver.lr: must be > 0, got -1.0"),
+        ("data.num_workers=-2", "data.num_workers: must be >= 0"),
+        ("fusion.score_threshold=1.5", "fusion.score_threshold: must be in [0, 1], got 1.5"),
+        ("solo.mask_threshold=1", "solo.mask_threshold: must be in (0, 1)"),
+        ("maskrcnn.rpn_nms=2", "maskrcnn.rpn_nms: must be in [0, 1]"),
+    ],
+)
+def test_values_out_of_range_are_refused_where_they_are_set(item: str, message: str, tmp_path: Path):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [item])
+    section, _, rest = item.partition(".")
+    key, _, value = rest.partition("=")
+    (tmp_path / "bad.yaml").write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"bad.yaml: {section}.{key}: must be")):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match=re.escape(f"{section}.{key}: must be")):
+        from_dict({section: {key: yaml.safe_load(value)}})
+
+
+def test_every_bound_names_a_key_and_holds_for_the_defaults():
+    from dataclasses import fields
+
+    from lpsctl.config import _RULES, BOUNDS
+
+    defaults = Config()
+    sections = {type(getattr(defaults, f.name)): getattr(defaults, f.name) for f in fields(defaults)}
+    for (section_type, key), rule in BOUNDS.items():
+        assert key in {f.name for f in fields(section_type)}, (section_type.__name__, key)
+        value = getattr(sections[section_type], key)
+        assert value is None or _RULES[rule](value), (section_type.__name__, key, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,12 @@ def test_recipe_loads_and_lists_only_deviations(name: str):
     assert (config == Config()) == (not data)  # every key it sets changes the config
 
 
-def test_the_official_cityscapes_recipe_is_the_defaults():
-    """configs/cityscapes_eps.yaml names no deviation: the dataclass defaults are the EfficientPS recipe."""
+def test_the_official_cityscapes_recipe_is_the_defaults_and_the_imagenet_backbone():
+    """configs/cityscapes_eps.yaml names one deviation: the dataclass defaults are the EfficientPS recipe, which
+    starts from ImageNet weights (the defaults train from scratch, so that nothing is downloaded unasked)."""
     with recipe_path("cityscapes_eps.yaml") as path:
-        assert load_config(path) == Config()
+        config = load_config(path)
+    assert config == replace(Config(), model=replace(Config().model, pretrained=True))
 
 
 @pytest.mark.parametrize("name", ["synthetic_eps.yaml", "synthetic_solo.yaml", DEMO_CONFIG])
@@ -75,3 +78,14 @@ def test_small_recipes_infer_as_they_train(name: str):
         config = load_config(path)
     assert config.solver.channels_last is False and config.inference.channels_last is False
     assert config.solver.amp == "off" and config.inference.precision == "off"
+
+
+@pytest.mark.parametrize("name", ["cityscapes_eps.yaml", "cityscapes_solo.yaml", "cityscapes_eps_maskrcnn.yaml"])
+def test_the_cityscapes_recipes_are_the_official_ones(name: str):
+    """SPEC §3.7: ImageNet backbone, no colour jitter, no stochastic depth, padding to 32 only, decay on everything."""
+    with recipe_path(name) as path:
+        config = load_config(path)
+    assert config.model.pretrained and config.model.backbone == "efficientnet-b5"
+    assert not config.data.color_jitter and not config.data.pad_to_crop and config.data.size_divisor == 32
+    assert config.model.drop_path_rate == 0.0 and config.solver.norm_weight_decay is None
+    assert (config.data.crop_height, config.data.crop_width) == (1024, 2048)

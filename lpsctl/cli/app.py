@@ -61,8 +61,22 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="lpsctl")
     except LpsctlError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {user_message(error)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as error:  # a read-only or full output folder, an output path that is a file, …
+        where = f": {error.filename}" if error.filename else ""
+        err_console.print(f"[bold red]error:[/] {error.strerror or error}{where}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+
+
+def user_message(error: Exception) -> str:
+    """The one-line message of a user error, also when a DataLoader worker raised it: PyTorch re-raises those with
+    "Caught DataError in DataLoader worker process 0. Original Traceback …" and the original message last."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(type(error).__name__) else last
+    return text

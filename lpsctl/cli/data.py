@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -46,7 +47,7 @@ def synth(
             progress=update,
         )
     console.print(f"[green]dataset:[/] {report}")
-    console.print(f"next: lpsctl data prepare --root {root}")
+    console.print(f"next: lpsctl data prepare --root {shlex.quote(str(root))}")
 
 
 @app.command("prepare")
@@ -68,14 +69,19 @@ def prepare(
 def check(
     root: Path = ROOT,
     split: list[str] | None = typer.Option(None, "--split", help="Split(s) to check (default: all present)."),
+    quick: bool = typer.Option(False, "--quick", help="Read PNG headers only (no decoding: seconds, not minutes)."),
+    workers: int = WORKERS,
 ) -> None:
-    """Validate the layout and the prepared files; exit code 1 when there are problems."""
+    """Validate the layout, every file (decoded in full unless --quick) and the prepared files; exit code 1 when
+    there are problems."""
     from lpsctl.data import check as check_module
 
-    problems = check_module.check(root, splits=split)
+    with progress_bar() as update:
+        problems = check_module.check(root, splits=split, quick=quick, workers=workers, progress=update)
     for problem in problems:
         console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
     if problems:
-        console.print(f"[red]{len(problems)} problem(s)[/] in {root}")
+        kinds = ", ".join(f"{count} {kind}" for kind, count in check_module.problem_kinds(problems).items())
+        console.print(f"[red]{len(problems)} problem(s)[/] in {root}: {kinds}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {root} is a complete, prepared dataset")

@@ -32,6 +32,7 @@ def eval_command(
         raise LpsctlError("nothing to evaluate: pass --pred DIR (from `lpsctl fuse`) and/or --masks FILE")
     with progress_bar() as update:
         metrics = run_evaluation(pred, masks, root, split, reference=reference, workers=workers, progress=update)
+    metrics = {"split": split, **metrics}  # the file says what it measured
     if "All" in metrics:
         console.print(panoptic_table(metrics))
     if "miou" in metrics:

@@ -5,6 +5,7 @@ The engine (torch, albumentations) is imported inside the commands, so that `lps
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,11 @@ CHECKPOINT = typer.Option(..., "--checkpoint", help="A checkpoint written by `lp
 SPLIT = typer.Option("val", "--split", help="Split to run on.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing result.")
+
+
+def _q(value: object) -> str:
+    """`value` quoted for a shell, so a printed next step runs as printed (paths with spaces)."""
+    return shlex.quote(str(value))
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -71,7 +77,7 @@ def export_masks_command(
     with progress_bar() as update:
         count = export_masks(predict(model, dataset, config, target, progress=update), out, coco_ids)
     console.print(f"[green]wrote[/] {count} instances of {len(dataset)} images to {out}")
-    console.print(f"mask AP: lpsctl eval --masks {out} --root {root} --split {split}")
+    console.print(f"mask AP: lpsctl eval --masks {_q(out)} --root {_q(root)} --split {_q(split)}")
 
 
 def fuse_command(
@@ -105,4 +111,4 @@ def fuse_command(
         predictions = predict(model, dataset, config, target, progress=update)
         json_path = fuse_predictions(predictions, out, config.fusion, masks=exported)
     console.print(f"[green]wrote[/] {len(dataset)} panoptic images to {out} ({json_path.name})")
-    console.print(f"evaluate: lpsctl eval --pred {out} --root {root} --split {split}")
+    console.print(f"evaluate: lpsctl eval --pred {_q(out)} --root {_q(root)} --split {_q(split)}")

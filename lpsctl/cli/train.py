@@ -86,7 +86,10 @@ def _run(
 def _report(summary: TrainSummary, is_main: bool = True) -> None:
     if is_main:
         state = "[yellow]interrupted[/]" if summary.interrupted else "[green]done[/]"
-        console.print(f"{state} at iteration {summary.iterations}; checkpoint: {summary.last_checkpoint}")
+        if summary.last_checkpoint.exists():
+            console.print(f"{state} at iteration {summary.iterations}; checkpoint: {summary.last_checkpoint}")
+        else:  # e.g. solver.max_iters=0: nothing trained, nothing written
+            console.print(f"{state} at iteration {summary.iterations}; no checkpoint written")
         if summary.best_checkpoint is not None:
             console.print(f"best: {summary.best_checkpoint} (val {summary.best_metric:.2f})")
         if summary.interrupted:

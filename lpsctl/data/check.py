@@ -22,8 +22,10 @@ from lpsctl.data.cityscapes import (
     panoptic_json,
 )
 from lpsctl.errors import DataError
-from lpsctl.imagefile import read_png
+from lpsctl.imagefile import read_panoptic_png, read_png
 from lpsctl.labels import GROUP_SUFFIX, INSTANCE_OFFSET, base_label_name
+from lpsctl.parallel import parallel_map
+from lpsctl.structures import ProgressCallback
 
 REGENERATE = "run `lpsctl data synth` or re-download gtFine"
 #: size mismatches listed per split before the rest is summarised in a count
@@ -45,10 +47,20 @@ def _valid_instance_values() -> np.ndarray:
 _VALID_INSTANCE_VALUE = _valid_instance_values()
 
 
-def check(root: Path, *, splits: Sequence[str] | None = None) -> list[str]:
+def check(
+    root: Path,
+    *,
+    splits: Sequence[str] | None = None,
+    quick: bool = False,
+    workers: int = 1,
+    progress: ProgressCallback | None = None,
+) -> list[str]:
     """Problems of the dataset at `root` (empty when complete and prepared); `splits=None` checks every split folder.
 
-    Cheap: files are tested for existence and PNGs read only to their header; JSONs are parsed.
+    Every image needs its gtFine files and every gtFine file its image; the prepared JSONs must parse and list every
+    image. By default every PNG and polygons JSON is also read in full (`workers` threads; `progress(description,
+    done, total)` per image): truncated files, sizes that differ from the image's, panoptic PNG ids that differ from
+    their JSON segments. `quick` reads PNG headers only.
     """
     root = Path(root)
     if not root.is_dir():
@@ -56,7 +68,28 @@ def check(root: Path, *, splits: Sequence[str] | None = None) -> list[str]:
     splits = list(dict.fromkeys(splits)) if splits else split_folders(root)
     if not splits:
         return [f"no split folders in {root / 'leftImg8bit'}: run `lpsctl data synth --root {root}` or download it"]
-    return [problem for split in splits for problem in _check_split(root, split)]
+    return [problem for split in splits for problem in _check_split(root, split, quick, workers, progress)]
+
+
+#: what each kind of problem says, for the summary's count by kind (the first that matches)
+PROBLEM_KINDS = (
+    ("unreadable file", ("corrupt or truncated", "not a valid polygons JSON", "is unreadable")),
+    ("gtFine file without its image", ("have no image",)),
+    ("missing file", ("missing", "not found")),
+    ("size mismatch", ("differs from",)),
+    ("panoptic ids unlike the JSON", ("segment ids",)),
+    ("stale prepared file", ("is older than",)),
+)
+
+
+def problem_kinds(problems: Sequence[str]) -> dict[str, int]:
+    """How many of `problems` are of each kind (PROBLEM_KINDS; "other" for the rest), in the order of the table."""
+    counts: dict[str, int] = {}
+    for problem in problems:
+        kind = next((name for name, marks in PROBLEM_KINDS if any(mark in problem for mark in marks)), "other")
+        counts[kind] = counts.get(kind, 0) + 1
+    order = [name for name, _ in PROBLEM_KINDS] + ["other"]
+    return {kind: counts[kind] for kind in order if kind in counts}
 
 
 def split_folders(root: Path) -> list[str]:
@@ -67,7 +100,7 @@ def split_folders(root: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
 
 
-def _check_split(root: Path, split: str) -> list[str]:
+def _check_split(root: Path, split: str, quick: bool, workers: int, progress: ProgressCallback | None) -> list[str]:
     prepare = f"run `lpsctl data prepare --root {root}`"
     try:
         items = list_images(root, split)
@@ -78,7 +111,7 @@ def _check_split(root: Path, split: str) -> list[str]:
         for kind in ("polygons.json", "labelIds.png", "instanceIds.png")
     ]
     problems.append(_missing_files(split, [p.gt("labelTrainIds.png") for p in items], prepare))
-    problems += _size_problems(items, root)
+    problems.append(_orphans(root, split, items))
     newest = max(mtime_ns(p.gt("instanceIds.png")) for p in items)
     json_problems, segments = _check_json(panoptic_json(root, split), "panoptic JSON", "annotations", "image_id", items)
     problems += json_problems + _older(panoptic_json(root, split), "panoptic JSON", newest, prepare)
@@ -86,7 +119,106 @@ def _check_split(root: Path, split: str) -> list[str]:
     problems.append(_missing_files(split, pngs, prepare))
     json_problems, _ = _check_json(coco_json(root, split), "COCO instance JSON", "images", "cs_image_id", items)
     problems += json_problems + _older(coco_json(root, split), "COCO instance JSON", newest, prepare)
+    if quick:
+        problems += _size_problems(items, root)
+    else:
+        problems += _decoded_problems(root, split, items, segments, workers, progress)
     return [problem for problem in problems if problem]
+
+
+def _orphans(root: Path, split: str, items: list[Paths]) -> str:
+    """One line for the gtFine files of split whose image is not in leftImg8bit (a deleted or renamed image)."""
+    folder = root / "gtFine" / split
+    if not folder.is_dir():
+        return ""
+    images = {paths.image_id for paths in items}
+    orphans = sorted(path for path in folder.glob("*/*_gtFine_*") if path.name.split("_gtFine_")[0] not in images)
+    if not orphans:
+        return ""
+    return (
+        f"{len(orphans)} gtFine files of split {split} have no image in {root / 'leftImg8bit' / split} (first: "
+        f"{orphans[0]}): restore the image, or delete its gtFine files and run `lpsctl data prepare --root {root} "
+        "--overwrite`"
+    )
+
+
+def _decoded_problems(
+    root: Path,
+    split: str,
+    items: list[Paths],
+    annotations: list[dict[str, Any]],
+    workers: int,
+    progress: ProgressCallback | None,
+) -> list[str]:
+    """Every image's PNGs and polygons JSON read in full, in parallel; MAX_LISTED problems of each kind listed."""
+    segment_ids: dict[str, set[int]] = {}
+    for entry in annotations:
+        info = entry.get("segments_info", [])
+        segment_ids[str(entry.get("image_id"))] = {int(s["id"]) for s in info if isinstance(s, dict) and "id" in s}
+    tasks = [(paths, segment_ids.get(paths.image_id)) for paths in items]
+    problems: list[str] = []
+    for done, found in enumerate(parallel_map(_read_in_full, tasks, workers), start=1):
+        problems += found
+        if progress is not None:
+            progress(f"check {split}", done, len(tasks))
+    listed: list[str] = []
+    for kind, count in problem_kinds(problems).items():
+        of_kind = [p for p in problems if next(iter(problem_kinds([p]))) == kind]
+        listed += of_kind[:MAX_LISTED]
+        if count > MAX_LISTED:
+            listed.append(f"… and {count - MAX_LISTED} more of kind '{kind}' in split {split}")
+    return listed
+
+
+def _read_in_full(task: tuple[Paths, set[int] | None]) -> list[str]:
+    """Problems of one image's files, each decoded: unreadable files, sizes unlike the image's, panoptic ids unlike
+    the JSON's segments."""
+    paths, segments = task
+    root = paths.root
+    regenerate_prepared = f"run `lpsctl data prepare --root {root} --overwrite`"
+    fixes = {
+        paths.image: "re-download it",
+        paths.gt("labelIds.png"): REGENERATE,
+        paths.gt("instanceIds.png"): REGENERATE,
+        paths.gt("labelTrainIds.png"): regenerate_prepared,
+        paths.panoptic_png: regenerate_prepared,
+    }
+    problems, sizes = [], {}
+    for path, fix in fixes.items():
+        if not path.is_file():
+            continue  # listed by the missing-file checks
+        try:
+            pixels = read_panoptic_png(path) if path == paths.panoptic_png else read_png(path)
+        except DataError as error:
+            problems.append(f"{error}: {fix}")
+            continue
+        sizes[path] = pixels.shape[:2]
+        if path == paths.panoptic_png and segments is not None:
+            problems += _panoptic_id_problems(path, pixels, segments, regenerate_prepared)
+    if paths.gt("polygons.json").is_file():
+        try:
+            sizes[paths.gt("polygons.json")] = read_polygons(paths.gt("polygons.json"))
+        except DataError as error:
+            problems.append(str(error))
+    reference = sizes.pop(paths.image, None)
+    for path, size in sizes.items():
+        if reference is not None and tuple(size) != tuple(reference):
+            problems.append(
+                f"{path}: size {size[0]}×{size[1]} differs from its image {paths.image} ({reference[0]}×{reference[1]})"
+                f": {fixes.get(path, REGENERATE)}"
+            )
+    return problems
+
+
+def _panoptic_id_problems(path: Path, ids: np.ndarray, segments: set[int], fix: str) -> list[str]:
+    present = {int(value) for value in np.unique(ids)} - {0}
+    if present == segments:
+        return []
+    extra, absent = sorted(present - segments), sorted(segments - present)
+    return [
+        f"{path}: segment ids {extra[:3]} are not in its JSON segments and JSON segments {absent[:3]} are not in "
+        f"the PNG: {fix}"
+    ]
 
 
 def _missing_files(split: str, paths: list[Path], fix: str) -> str:

@@ -125,7 +125,7 @@ def _prepare_split(
     tasks = [
         ImageTask(
             paths=p,
-            train_ids=overwrite or mtime_ns(p.gt("labelTrainIds.png")) < _newest([p.gt("polygons.json")]),
+            train_ids=overwrite or not _train_ids_fresh(p),
             read_instances=make_panoptic or make_coco,
             coco=make_coco,
         )
@@ -143,6 +143,19 @@ def _prepare_split(
     if make_panoptic:
         _make_panoptic(root, split, items, workers, progress)
     report.count("panoptic", int(make_panoptic), 1)
+
+
+def _train_ids_fresh(paths: Paths) -> bool:
+    """The labelTrainIds PNG is newer than its polygons JSON and intact (every chunk's CRC checked, no decoding:
+    a file cut short by a killed run or a full disk is made again)."""
+    path = paths.gt("labelTrainIds.png")
+    if mtime_ns(path) < _newest([paths.gt("polygons.json")]):
+        return False
+    try:
+        image_size(path, verify=True)
+    except DataError:
+        return False
+    return True
 
 
 def _newest(inputs: list[Path]) -> int:

@@ -51,9 +51,11 @@ class PanopticTransform:
     worker and per epoch, so augmentations are reproducible under `torch.manual_seed` with any number of workers.
     """
 
-    def __init__(self, transforms: Sequence[A.BasicTransform], *, random: bool) -> None:
+    def __init__(self, transforms: Sequence[A.BasicTransform], *, random: bool, trim_padding: bool = False) -> None:
         self.pipeline = A.Compose(list(transforms), additional_targets={"instances": "mask"}, seed=0)
         self.random = random  # False: deterministic, no seed needed (and torch's RNG is left untouched)
+        # True: cut the bottom/right padding a crop larger than the scaled image got (batches pad to size_divisor)
+        self.trim_padding = trim_padding
 
     def set_random_seed(self, seed: int) -> None:
         # Compose.set_random_seed hands the *same* seed to every transform, so their first draws coincide (a flip
@@ -71,22 +73,27 @@ class PanopticTransform:
         inside = np.ones(semantic.shape, dtype=np.uint8)
         packed = np.stack([semantic.astype(np.uint8), ignore.astype(np.uint8), inside], axis=-1)
         result = self.pipeline(image=image, mask=packed, instances=np.asarray(instances, dtype=np.int32))
-        packed = result["mask"]
-        outside = packed[..., _INSIDE] == 0
+        packed, crop_instances = result["mask"], result["instances"]
         transformed_image = np.asarray(result["image"], dtype=np.float32)
+        if self.trim_padding:  # the image sits at the top left of its crop
+            height, width = int(packed[:, 0, _INSIDE].sum()), int(packed[0, :, _INSIDE].sum())
+            packed, crop_instances = packed[:height, :width], crop_instances[:height, :width]
+            transformed_image = transformed_image[:height, :width]
+        outside = packed[..., _INSIDE] == 0
         transformed_image[outside] = 0.0
         return Transformed(
             image=transformed_image,
             semantic=np.where(outside, np.uint8(IGNORE), packed[..., _SEMANTIC]),
-            instances=np.where(outside, 0, result["instances"]).astype(np.int32),
+            instances=np.where(outside, 0, crop_instances).astype(np.int32),
             ignore=outside | (packed[..., _IGNORE] > 0),
         )
 
 
 def build_train_transform(cfg: DataConfig) -> PanopticTransform:
     """Scale jitter in [scale_min, scale_max] × the original size, horizontal flip, random crop to
-    crop_height × crop_width (padded at the bottom/right where the scaled image is smaller), optional colour jitter,
-    normalisation with cfg.mean/std on 0-255 RGB."""
+    crop_height × crop_width (where the scaled image is smaller: the whole image, padded at the bottom/right to the
+    crop size only with `pad_to_crop`, else only to size_divisor when batched, as EfficientPS does), optional colour
+    jitter (`color_jitter`), normalisation with cfg.mean/std on 0-255 RGB."""
     _check(cfg)
     transforms: list[A.BasicTransform] = [
         A.RandomScale(
@@ -107,12 +114,12 @@ def build_train_transform(cfg: DataConfig) -> PanopticTransform:
             fill_mask=0,
         ),
     ]
-    if cfg.photometric:
+    if cfg.color_jitter:
         transforms.append(
             A.ColorJitter(brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION, hue=HUE, p=PHOTOMETRIC_PROB)
         )
     transforms.append(_normalize(cfg))
-    return PanopticTransform(transforms, random=True)
+    return PanopticTransform(transforms, random=True, trim_padding=not cfg.pad_to_crop)
 
 
 def build_eval_transform(cfg: DataConfig) -> PanopticTransform:

@@ -20,7 +20,13 @@ FORMAT_VERSION = 1
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` atomically (temp file in the same folder, then rename)."""
     with atomic_path(path) as temp:
-        torch.save({"format_version": FORMAT_VERSION, **state}, temp)
+        try:
+            torch.save({"format_version": FORMAT_VERSION, **state}, temp)
+        except RuntimeError as error:  # torch's writer reports a full disk as "PytorchStreamWriter failed writing"
+            raise CheckpointError(
+                f"cannot write checkpoint {path} ({str(error).strip().splitlines()[0]}): is the disk full or the "
+                "folder read-only? The previous checkpoint is kept"
+            ) from None
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
@@ -33,10 +39,20 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" on files that are not checkpoints
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the weights-only unpickler raises many kinds (IndexError, KeyError…) on garbage
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: not a valid lpsctl checkpoint ({first_line})") from None
+        text = str(error).strip()
+        if "weights only load failed" in text.lower():
+            # torch's message goes on to suggest weights_only=False, which would let the file run code: never
+            reason = "it holds Python objects besides tensors and plain data, which lpsctl never unpickles"
+        else:
+            reason = text.splitlines()[0] if text else type(error).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: not a valid lpsctl checkpoint ({reason})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not an lpsctl checkpoint (no model weights and config inside)")
+    version = state.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}, newer than this lpsctl reads ({FORMAT_VERSION}): upgrade lpsctl"
+        )
     return state
 
 

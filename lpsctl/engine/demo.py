@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,13 +15,12 @@ from typing import Any
 import torch
 
 from lpsctl.atomic import write_text_atomic
-from lpsctl.config import Config, load_config, to_dict
+from lpsctl.config import Config, FusionConfig, from_dict, load_config, to_dict
 from lpsctl.data.prepare import prepare
 from lpsctl.data.synthetic import synthesize
 from lpsctl.engine.checkpoint import load_checkpoint
 from lpsctl.engine.fuse import prepare_output
 from lpsctl.engine.inference import load_model, predict, split_dataset
-from lpsctl.engine.rundir import config_mismatch
 from lpsctl.engine.train import StepCallback, config_for_mode, train
 from lpsctl.engine.validation import fuse_and_evaluate
 from lpsctl.engine.visualize import render_prediction_folder
@@ -85,30 +84,46 @@ def run_demo(
         train(config, run, mode="eps", resume=True, on_step=on_step)
     checkpoint = run / "last.pt"
     metrics_path = predictions / "metrics.json"
-    if metrics_path.exists() and metrics_path.stat().st_mtime >= checkpoint.stat().st_mtime:
+    fusion = to_dict(config)["fusion"]
+    earlier = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    if earlier.get("fusion") == fusion and metrics_path.stat().st_mtime >= checkpoint.stat().st_mtime:
         reused.append("evaluation")
-        metrics = json.loads(metrics_path.read_text())
+        metrics = earlier
     else:
-        metrics = _fuse_and_evaluate(checkpoint, root, predictions, workers, progress)
+        metrics = _fuse_and_evaluate(checkpoint, root, predictions, workers, progress, config.fusion)
     overlays = render_prediction_folder(predictions, out / "overlays", images=root / "leftImg8bit" / "val",
                                         side_by_side=True, limit=sizes.overlays)  # fmt: skip
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     return DemoSummary(out, root, checkpoint, predictions, metrics, overlays, reused)
 
 
+#: the sections that decide what training makes; another value in any of them (a --set) means training again
+TRAINING_SECTIONS = ("data", "model", "semantic", "solo", "maskrcnn", "solver")
+
+
 def _other_model(state: dict[str, Any], config: Config) -> bool:
-    """The checkpoint was trained with another model config (an older recipe, other --set values)."""
-    return bool(config_mismatch(state["config"], to_dict(config_for_mode(config, "eps"))))
+    """The checkpoint was trained with another recipe: an older demo recipe, or other --set values of the model,
+    data or solver (fusion and inference settings only change the evaluation, which is redone anyway)."""
+    stored, current = to_dict(from_dict(state["config"])), to_dict(config_for_mode(config, "eps"))
+    return any(stored.get(section) != current.get(section) for section in TRAINING_SECTIONS)
 
 
 def _fuse_and_evaluate(
-    checkpoint: Path, root: Path, predictions: Path, workers: int, progress: ProgressCallback | None
+    checkpoint: Path,
+    root: Path,
+    predictions: Path,
+    workers: int,
+    progress: ProgressCallback | None,
+    fusion: FusionConfig,
 ) -> dict[str, Any]:
+    """Fuse the val split with this run's fusion settings (also when the training was reused) and evaluate it."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, config = load_model(checkpoint, device, need="semantic")
+    config = replace(config, fusion=fusion)
     prepare_output(predictions, overwrite=True)  # derived from the checkpoint: remade whenever it changes
     dataset = split_dataset(config, root, "val")
     predicted = predict(model, dataset, config, device, progress=progress)
     metrics = fuse_and_evaluate(predicted, config, root, "val", predictions, workers=workers, progress=progress)
+    metrics["fusion"] = to_dict(config)["fusion"]  # what a rerun compares with its own
     write_text_atomic(predictions / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

@@ -48,12 +48,13 @@ def _evaluate_folder(
     gt_json, gt_folder = panoptic_json(root, split), panoptic_folder(root, split)
     if not gt_json.is_file():
         raise DataError(f"ground truth {gt_json} missing: run `lpsctl data prepare --root {root}`")
+    # lpsctl's evaluator reads every file first, also before the reference: a bad prediction (missing, unreadable,
+    # of another size, with ids its JSON lacks) is one DataError, not a traceback from the reference's workers
+    metrics = evaluate_panoptic(
+        gt_json, gt_folder, pred / PANOPTIC_JSON, pred / PANOPTIC_FOLDER, workers=workers, progress=progress
+    )
     if reference:
         metrics = evaluate_panoptic_reference(gt_json, gt_folder, pred / PANOPTIC_JSON, pred / PANOPTIC_FOLDER)
-    else:
-        metrics = evaluate_panoptic(
-            gt_json, gt_folder, pred / PANOPTIC_JSON, pred / PANOPTIC_FOLDER, workers=workers, progress=progress
-        )
     if (pred / SEMANTIC_FOLDER).is_dir():
         semantic = evaluate_semantic(semantic_pairs(root, split, pred), workers=workers, progress=progress)
         metrics |= {"miou": semantic["miou"], "semantic": semantic}

@@ -51,8 +51,9 @@ def load_model(
     config = replace(config, model=replace(config.model, pretrained=False, backbone_weights=None))
     if need == "semantic" and not config.model.semantic_head:
         raise CheckpointError(
-            f"{checkpoint} is an instance-only (train solo) model without a semantic head: fuse needs a `train eps` "
-            "checkpoint; pass this one's masks with `lpsctl export-masks` and `fuse --masks`"
+            f"{checkpoint} is an instance-only (train solo) model without a semantic head: this command needs a "
+            "`train eps` checkpoint; to fuse this one's masks, export them (`lpsctl export-masks`) and pass them to "
+            "`fuse --masks`"
         )
     if need == "instance" and config.model.instance_head == "none":
         raise CheckpointError(

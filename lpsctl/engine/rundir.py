@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,8 @@ from lpsctl.config import Config, dump, from_dict, to_dict
 from lpsctl.engine.checkpoint import load_checkpoint
 from lpsctl.errors import CheckpointError, LpsctlError
 
+log = logging.getLogger(__name__)
+LOCK_NAME = "run.lock"  # pid and host of the process writing the run folder
 #: config sections that define the network: a checkpoint only resumes into the same ones
 MODEL_SECTIONS = ("model", "semantic", "solo", "maskrcnn")
 
@@ -25,6 +31,34 @@ class RunDir:
     path: Path
     _writer: Any = field(default=None, init=False, repr=False)
     _writer_checked: bool = field(default=False, init=False, repr=False)
+    _locked: bool = field(default=False, init=False, repr=False)
+
+    def lock(self) -> None:
+        """Claim the folder for this process (`run.lock`: pid and host, created exclusively): a second writer is
+        refused with the holder's pid; a lock whose process no longer runs on this host (a killed run) is taken
+        over. `close()` releases it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK_NAME
+        for _ in range(3):
+            try:
+                descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid, host = _lock_holder(lock)
+                if pid is None and time.time() - _mtime(lock) < 10:
+                    pid, host = -1, "this host (starting)"  # a lock being written right now
+                if pid is not None and (pid < 0 or _running(pid, host)):
+                    raise LpsctlError(
+                        f"run folder {self.path} is in use by process {pid} on {host}: wait for it to end or stop it "
+                        f"(another run needs another --out; if that process is gone, delete {lock})"
+                    ) from None
+                log.warning("taking over %s, left by process %s that no longer runs", lock, pid)
+                lock.unlink(missing_ok=True)
+                continue
+            with os.fdopen(descriptor, "w") as file:
+                file.write(f"{os.getpid()} {socket.gethostname()}\n")
+            self._locked = True
+            return
+        raise LpsctlError(f"cannot lock run folder {self.path}: {lock} keeps reappearing")
 
     @property
     def last(self) -> Path:
@@ -58,10 +92,13 @@ class RunDir:
             writer.flush()
 
     def close(self) -> None:
-        """Flush and close the TensorBoard writer (a later log line opens a new one)."""
+        """Flush and close the TensorBoard writer (a later log line opens a new one); release the lock."""
         if self._writer is not None:
             self._writer.close()
         self._writer, self._writer_checked = None, False
+        if self._locked:
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+            self._locked = False
 
     def _tensorboard_writer(self) -> Any:
         if not self._writer_checked:
@@ -91,9 +128,10 @@ def check_resumable(run: RunDir, config: Config, *, resume: bool, overwrite: boo
     """Prepare the run folder: the checkpoint to resume from, or a clean folder; refuses to overwrite silently."""
     if resume and overwrite:
         raise LpsctlError("--resume and --overwrite exclude each other: resume continues a run, overwrite restarts it")
+    if resume and not run.last.exists():
+        raise CheckpointError(f"nothing to resume: {run.last} does not exist (start the run without --resume)")
+    run.lock()
     if resume:
-        if not run.last.exists():
-            raise CheckpointError(f"nothing to resume: {run.last} does not exist (start the run without --resume)")
         state = load_checkpoint(run.last)
         mismatch = config_mismatch(state["config"], to_dict(config))
         if mismatch:
@@ -137,3 +175,32 @@ def _iteration_of(line: str) -> float:
         return float(json.loads(line)["iteration"])
     except (ValueError, KeyError, TypeError):
         return math.inf
+
+
+def _lock_holder(lock: Path) -> tuple[int | None, str]:
+    """(pid, host) written in a lock file; (None, "") when it is unreadable or still being written."""
+    try:
+        pid, host = lock.read_text().split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, ""
+
+
+def _running(pid: int, host: str) -> bool:
+    """Whether process `pid` runs (a process on another host is assumed to)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -17,14 +17,16 @@ def scaled_lr(cfg: SolverConfig, total_batch: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: SolverConfig, total_batch: int) -> torch.optim.Optimizer:
-    """Weight decay on conv/linear weights only (not on norm parameters and biases), as detectron2 and mmdet do."""
+    """Weight decay `cfg.weight_decay` on conv/linear weights, `cfg.norm_weight_decay` on norm parameters and
+    biases (None: the same, as mmdet 1.x and EfficientPS decay every parameter; 0: detectron2's choice)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    norm_decay = cfg.weight_decay if cfg.norm_weight_decay is None else cfg.norm_weight_decay
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": norm_decay}]
     lr = scaled_lr(cfg, total_batch)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)

@@ -85,7 +85,7 @@ def train(
     info = distributed.init_distributed()
     device = distributed.device_for(info)
     run = RunDir(Path(out_dir))
-    try:
+    try:  # the run folder's lock (rank 0) is held until the last checkpoint is written
         state = _prepare_run_dir(run, config, resume, overwrite, info)
         seed_everything(config.solver.seed + info.rank, deterministic=config.solver.deterministic)
         budget = TimeBudget(60 * config.solver.max_minutes)
@@ -93,15 +93,15 @@ def train(
         loop.iteration = loop.saved_at = int(state["iteration"]) if state else 0
         loop.best = state.get("best_metric") if state else None
         interrupted = loop.run(iter(_train_loader(config, info, loop.iteration)), on_step)
+        if interrupted and info.is_main:
+            log.warning("interrupted at iteration %d; writing %s", loop.iteration, run.last)
+        if info.is_main and loop.iteration > loop.saved_at:
+            loop.parts.save(run.last, config, loop.iteration, loop.best, finished=not interrupted)
     except TrainingDiverged:
         distributed.shutdown(info)  # every rank raised it together; last.pt stays the last good checkpoint
         raise
     finally:
         run.close()
-    if interrupted and info.is_main:
-        log.warning("interrupted at iteration %d; writing %s", loop.iteration, run.last)
-    if info.is_main and loop.iteration > loop.saved_at:
-        loop.parts.save(run.last, config, loop.iteration, loop.best, finished=not interrupted)
     distributed.barrier(info)
     distributed.shutdown(info)
     best_checkpoint = run.best if run.best.exists() else None

@@ -96,13 +96,20 @@ def _load_results(results: str | Path | list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _map_image_ids(results: list[dict[str, Any]], gt: COCO, gt_json: Path) -> list[dict[str, Any]]:
-    """Copies of the results with COCO image ids; segm only (a 'bbox' key would make loadRes use box areas)."""
-    lookup: dict[Any, int] = {}
+    """Copies of the results with COCO image ids; segm only (a 'bbox' key would make loadRes use box areas).
+
+    A result's `cs_image_id` (what `export-masks` writes) decides its image, never the integer id alone, which
+    every split numbers from 1; a result of an image the split lacks, or whose mask has another size than the
+    image, is a DataError."""
+    lookup: dict[Any, dict[str, Any]] = {}
+    by_cs_id: dict[str, dict[str, Any]] = {}
     for image in gt.dataset.get("images", []):
         file_name = str(image.get("file_name", ""))
         base = Path(file_name).name
         names = [image["id"], file_name, base, base.removesuffix(IMAGE_SUFFIX), image.get("cs_image_id")]
-        lookup.update({name: image["id"] for name in names if name not in (None, "")})
+        lookup.update({name: image for name in names if name not in (None, "")})
+        if image.get("cs_image_id"):
+            by_cs_id[image["cs_image_id"]] = image
     categories = {category["id"] for category in gt.dataset.get("categories", [])}
     mapped = []
     for result in results:
@@ -111,9 +118,35 @@ def _map_image_ids(results: list[dict[str, Any]], gt: COCO, gt_json: Path) -> li
             entry = {"segmentation": copy.deepcopy(result["segmentation"]), "score": float(result["score"])}
         except (KeyError, TypeError):
             raise DataError("every mask result needs image_id, category_id, segmentation and score") from None
-        if image_id not in lookup:
-            raise DataError(f"mask result for image {image_id!r}, which is not in {gt_json}")
+        image = _result_image(result, image_id, lookup, by_cs_id, gt_json)
         if category_id not in categories:
             raise DataError(f"mask result with category_id {category_id}, not one of {sorted(categories)} in {gt_json}")
-        mapped.append({"image_id": lookup[image_id], "category_id": category_id, **entry})
+        size = entry["segmentation"].get("size") if isinstance(entry["segmentation"], dict) else None
+        expected = [image.get("height"), image.get("width")]
+        if size is not None and None not in expected and list(size) != expected:
+            raise DataError(
+                f"the masks of {image.get('cs_image_id', image_id)} are {size[1]}×{size[0]} but the image is "
+                f"{expected[1]}×{expected[0]} in {gt_json}: export the masks from the same images"
+            )
+        mapped.append({"image_id": image["id"], "category_id": category_id, **entry})
     return mapped
+
+
+def _result_image(
+    result: dict[str, Any],
+    image_id: Any,
+    lookup: dict[Any, dict[str, Any]],
+    by_cs_id: dict[str, dict[str, Any]],
+    gt_json: Path,
+) -> dict[str, Any]:
+    cs_image_id = result.get("cs_image_id")
+    if cs_image_id is not None:
+        if cs_image_id not in by_cs_id:
+            raise DataError(
+                f"mask result for image {cs_image_id!r}, which is not in {gt_json}: were the masks exported from "
+                "another split? (pass the same --split to export-masks and eval)"
+            )
+        return by_cs_id[cs_image_id]
+    if image_id not in lookup:
+        raise DataError(f"mask result for image {image_id!r}, which is not in {gt_json}")
+    return lookup[image_id]

@@ -43,10 +43,13 @@ def build_efficientnet(name: str, *, pretrained: bool = False, weights_path: str
             load_pretrained_weights(network, name, load_fc=False, verbose=False)
         except (urllib.error.URLError, OSError) as error:
             raise CheckpointError(
-                f"cannot download ImageNet weights for {name} ({error}); download them elsewhere and set "
-                "model.backbone_weights=PATH to the .pth file, or set model.pretrained=false"
-            ) from error
-        logger.info("loaded ImageNet weights for %s", name)
+                f"cannot download ImageNet weights for {name} ({error}): run once where the internet is reachable "
+                "(efficientnet_pytorch keeps them in ~/.cache/torch/hub/checkpoints), or give the .pth file with "
+                "model.backbone_weights=PATH (training from scratch instead: model.pretrained=false)"
+            ) from None
+        logger.info("backbone %s: ImageNet weights of efficientnet_pytorch's release", name)
+    else:
+        logger.info("backbone %s: from scratch (no model.pretrained, no model.backbone_weights)", name)
     return network
 
 
@@ -123,11 +126,15 @@ class EfficientNetBackbone(nn.Module):
         norm_layer: Callable[..., nn.Module],
         pretrained: bool = False,
         weights_path: str | Path | None = None,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
         network = build_efficientnet(name, pretrained=pretrained, weights_path=weights_path)
         self.name = name
-        self.drop_connect_rate = float(network._global_params.drop_connect_rate or 0.0)
+        # stochastic depth, growing linearly with the block index (efficientnet_pytorch's rule; its default is 0.2)
+        self.drop_connect_rate = drop_path_rate
         self.stem_conv = network._conv_stem
         self.stem_norm = activated_norm_from(network._bn0, norm_layer, "leaky_relu")
         for block in network._blocks:

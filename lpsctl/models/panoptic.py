@@ -82,6 +82,7 @@ def build_model(config: Config) -> PanopticNet:
         norm_layer=norm_layer,
         pretrained=model_config.pretrained,
         weights_path=model_config.backbone_weights,
+        drop_path_rate=model_config.drop_path_rate,
     )
     fpn = TwoWayFPN(backbone.out_channels, model_config.fpn_channels, norm_layer=norm_layer)
     semantic_head = None

@@ -278,6 +278,26 @@ def test_fuse_rejects_masks_of_another_split(prepared_root: Path, checkpoints: d
     assert not (tmp_path / "pred").exists()
 
 
+def test_eval_pairs_masks_by_cityscapes_image_id(prepared_root: Path, tmp_path: Path, capsys):
+    """The integer COCO ids of val and train overlap (both count from 1): val masks evaluated against train, or masks
+    of another size, are errors that write nothing, and a metrics file records its split."""
+    val = gt_mask_results(prepared_root, SPLIT)
+    (tmp_path / "val.json").write_text(json.dumps(val))
+    assert run("eval", "--masks", tmp_path / "val.json", "--root", prepared_root, "--split", "train") == 2
+    err = capsys.readouterr().err
+    assert "not in" in err and "another split" in err and "Traceback" not in err
+    assert not (tmp_path / "val.metrics.json").exists()
+    small = [dict(result) for result in val]
+    height, width = small[0]["segmentation"]["size"]
+    empty = mask_utils.encode(np.asfortranarray(np.zeros((height // 2, width // 2), dtype=np.uint8)))
+    small[0]["segmentation"] = {"size": empty["size"], "counts": empty["counts"].decode()}
+    (tmp_path / "small.json").write_text(json.dumps(small))
+    assert run("eval", "--masks", tmp_path / "small.json", "--root", prepared_root) == 2
+    assert f"are {width // 2}×{height // 2} but the image is {width}×{height}" in capsys.readouterr().err
+    assert run("eval", "--masks", tmp_path / "val.json", "--root", prepared_root) == 0
+    assert json.loads((tmp_path / "val.metrics.json").read_text())["split"] == SPLIT
+
+
 def test_data_synth_prepare_check(tmp_path: Path, capsys):
     root = tmp_path / "cityscapes"
     assert run("data", "synth", "--root", root, "--train", 1, "--val", 1, "--height", 64, "--width", 128) == 0

@@ -37,6 +37,14 @@ def test_demo_runs_every_stage_and_a_second_run_reuses(tmp_path: Path, capsys: p
     assert run_lpsctl(*arguments, "--set", "solo.head_channels=64") == 0
     assert "reused" not in capsys.readouterr().out
     assert load_checkpoint(out / "train" / "last.pt")["config"]["solo"]["head_channels"] == 64
+    # so do other solver values (the iterations here); other fusion settings redo the evaluation only
+    longer = (*arguments, "--set", "solo.head_channels=64", "--set", "solver.max_iters=3")
+    assert run_lpsctl(*longer) == 0
+    assert "reused" not in capsys.readouterr().out
+    assert load_checkpoint(out / "train" / "last.pt")["iteration"] == 3
+    assert run_lpsctl(*longer, "--set", "fusion.score_threshold=0.2") == 0
+    assert "reused from an earlier demo: training\n" in capsys.readouterr().out
+    assert json.loads((out / "val" / "metrics.json").read_text())["fusion"]["score_threshold"] == 0.2
     # --overwrite starts everything again
     assert run_lpsctl(*arguments, "--overwrite") == 0
     assert "reused" not in capsys.readouterr().out

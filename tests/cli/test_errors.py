@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from lpsctl.data.cityscapes import panoptic_folder, panoptic_json
+from lpsctl.imagefile import read_panoptic_png
+from lpsctl.labels import id_to_rgb
 from tests.cli_runner import run_lpsctl
 from tests.tiny_models import write_checkpoint
 
@@ -106,6 +110,30 @@ def test_corrupt_png_in_the_dataset(prepared_root: Path, checkpoints, tmp_path: 
     image.write_bytes(b"not a png")
     code, out, err = run(capsys, "data", "check", "--root", root, "--split", "val")
     assert code == 1 and "corrupt or truncated" in out and image.name in out and "Traceback" not in err
+    assert "1 problem(s)" in out and "1 unreadable file" in out  # the summary counts problems by kind
+
+
+def test_a_corrupt_png_met_in_a_loader_worker_is_one_line(prepared_root: Path, checkpoints, tmp_path: Path, capsys):
+    """With DataLoader workers the error comes back from a worker process (PyTorch re-raises it with the worker's
+    traceback inside the message): still one line."""
+    root = tmp_path / "cityscapes"
+    shutil.copytree(prepared_root, root)
+    image = sorted((root / "leftImg8bit" / "train").glob("*/*.png"))[0]
+    image.write_bytes(image.read_bytes()[:200])
+    overrides = [f"data.root={root}", "data.num_workers=1", "data.crop_height=64", "data.crop_width=128"]
+    overrides += ["model.norm=torch", "solver.max_iters=30", "solver.eval_period=0", "data.batch_size=2"]
+    arguments = ["train", "solo", "--out", tmp_path / "run", "--no-validate"]
+    arguments += [item for override in overrides for item in ("--set", override)]
+    assert_user_error(run(capsys, *arguments), "corrupt or truncated", image.name)
+
+
+def test_output_paths_the_system_refuses_are_one_line(tmp_path: Path, capsys):
+    """An OS error (here: --root is a file, so no folder can be made in it) names the problem and the path."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, out, err = run(capsys, "data", "synth", "--root", blocker / "cityscapes", "--train", 1, "--val", 1)
+    assert code == 2 and err.startswith("error: ") and str(blocker) in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_unknown_label_in_polygons(synthetic_root: Path, tmp_path: Path, capsys):
@@ -178,3 +206,25 @@ def test_no_traceback_reaches_the_terminal(checkpoints, prepared_root: Path, tmp
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: cannot read checkpoint"), result.stderr
     assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize("broken", ["wrong size", "id not in the JSON"])
+def test_eval_reference_on_bad_predictions_is_one_line(prepared_root: Path, tmp_path: Path, broken: str):
+    """The GT itself as a prediction folder, one PNG broken: `eval --reference` (cityscapesscripts' evaluator with its
+    worker processes) prints one error line and nothing else, at the file-descriptor level."""
+    pred = tmp_path / "pred"
+    shutil.copytree(panoptic_folder(prepared_root, "val"), pred / "panoptic")
+    shutil.copy(panoptic_json(prepared_root, "val"), pred / "panoptic.json")
+    png = sorted((pred / "panoptic").glob("*.png"))[0]
+    ids = read_panoptic_png(png)
+    if broken == "wrong size":
+        ids = ids[: ids.shape[0] // 2]
+    else:
+        ids[:4, :4] = 4242
+    Image.fromarray(id_to_rgb(ids)).save(png)
+    command = [sys.executable, "-m", "lpsctl", "eval", "--pred", str(pred), "--root", str(prepared_root), "--reference"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ | {"COLUMNS": "400"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert png.name in result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert not (pred / "metrics.json").exists()

@@ -1,6 +1,6 @@
 """The commands with EfficientPS's Mask R-CNN head chosen by the config: train eps / train solo (losses through the
-criterion, validation), export-masks, fuse (output that the official evaluator reads), eval, visualize; the head is
-recorded in the checkpoint and a SOLOv2 ↔ Mask R-CNN mix-up is a one-line error."""
+criterion, validation), export-masks, fuse (output that the official evaluator reads), eval, visualize, predict;
+the head is recorded in the checkpoint and a SOLOv2 ↔ Mask R-CNN mix-up is a one-line error."""
 
 from __future__ import annotations
 
@@ -89,6 +89,9 @@ def test_export_fuse_eval_and_visualize_take_the_mask_rcnn_head(
     overlays = tmp_path / "overlays"
     assert run("visualize", image, "--checkpoint", runs["eps"], "--out", overlays) == 0
     assert len(list(overlays.glob("*.png"))) == 1
+    predicted = tmp_path / "predicted"
+    assert run("predict", image, "--checkpoint", runs["eps"], "--out", predicted, *NO_THRESHOLDS) == 0
+    assert len(json.loads((predicted / "panoptic.json").read_text())["annotations"]) == 1
 
 
 def test_a_solov2_and_mask_rcnn_mix_up_is_one_line(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lpsctl.data.check import check, listed_ids
+from lpsctl.data.check import check, listed_ids, problem_kinds
 from lpsctl.data.cityscapes import coco_json, list_images, mtime_ns, panoptic_json
 from lpsctl.errors import DataError
 
@@ -71,7 +71,7 @@ def test_missing_or_stale_prepared_files_point_to_prepare(prepared_copy: Path):
     assert "panoptic.png missing for 1 of" in problem and str(paths.panoptic_png) in problem and problem.endswith(fix)
     shutil.copy(list_images(prepared_copy, "val")[1].panoptic_png, paths.panoptic_png)
     os.utime(paths.gt("instanceIds.png"))  # now: newer than both JSONs
-    problems = check(prepared_copy)
+    problems = check(prepared_copy, quick=True)  # (the full pass also finds the copied PNG's ids unlike the JSON's)
     assert [p.split(" ")[0] for p in problems] == ["panoptic", "COCO"]
     assert all("older than the instanceIds PNGs" in p and p.endswith(fix) for p in problems)
 
@@ -88,12 +88,48 @@ def test_json_that_lacks_an_image_or_does_not_parse(prepared_copy: Path):
     assert any(p.startswith(f"panoptic JSON {panoptic_json(prepared_copy, 'val')} is unreadable") for p in problems)
 
 
-def test_size_mismatch_is_found_from_headers(prepared_copy: Path):
+@pytest.mark.parametrize("quick", [True, False])
+def test_size_mismatch_is_found(prepared_copy: Path, quick: bool):
     paths = list_images(prepared_copy, "val")[0]
     Image.fromarray(np.zeros((8, 16), np.uint8)).save(paths.gt("labelTrainIds.png"))
-    problem = one_problem(prepared_copy)
+    problem = one_problem(prepared_copy, quick=quick)
     assert problem.startswith(f"{paths.gt('labelTrainIds.png')}: size 8×16 differs from its image")
     assert problem.endswith(f"run `lpsctl data prepare --root {prepared_copy} --overwrite`")
+
+
+@pytest.mark.parametrize("kind", ["labelIds.png", "instanceIds.png", "labelTrainIds.png", "image", "panoptic"])
+def test_a_truncated_png_is_found_by_decoding_it(prepared_copy: Path, kind: str):
+    """The header is intact, the pixels are gone: only the full pass (the default) finds it."""
+    paths = list_images(prepared_copy, "val")[1]
+    path = {"image": paths.image, "panoptic": paths.panoptic_png}.get(kind, paths.gt(kind))
+    data, written = path.read_bytes(), mtime_ns(path)
+    path.write_bytes(data[: len(data) // 2])
+    os.utime(path, ns=(written, written))  # as old as before: only its content changed
+    assert check(prepared_copy, quick=True) == []  # headers only
+    problem = one_problem(prepared_copy, workers=2)
+    assert f"cannot read {path}: corrupt or truncated" in problem and problem_kinds([problem]) == {"unreadable file": 1}
+
+
+def test_gtfine_files_whose_image_is_gone_and_an_empty_polygons_json(prepared_copy: Path):
+    first, second = list_images(prepared_copy, "val")[:2]
+    first.image.unlink()
+    second.gt("polygons.json").write_bytes(b"")
+    problems = check(prepared_copy, splits=["val"])
+    orphan = next(p for p in problems if "have no image" in p)
+    assert orphan.startswith("5 gtFine files of split val have no image") and first.image_id in orphan
+    assert any(f"{second.gt('polygons.json')}: not a valid polygons JSON" in p for p in problems)
+    kinds = problem_kinds(problems)
+    assert kinds["gtFine file without its image"] == 1 and kinds["unreadable file"] == 1
+
+
+def test_panoptic_ids_must_be_the_json_segments(prepared_copy: Path):
+    path = panoptic_json(prepared_copy, "val")
+    data = json.loads(path.read_text())
+    data["annotations"][0]["segments_info"].append({"id": 4242, "category_id": 7, "area": 1, "bbox": [0, 0, 1, 1],
+                                                    "iscrowd": 0})  # fmt: skip
+    path.write_text(json.dumps(data))
+    problem = one_problem(prepared_copy)
+    assert "segment ids [] are not in its JSON segments and JSON segments [4242] are not in the PNG" in problem
 
 
 def test_listed_ids_and_mtime_of_a_missing_file(prepared_root: Path, tmp_path: Path):

@@ -116,7 +116,7 @@ def test_decode_instance_ids_on_empty_and_stuff_only_maps():
 
 
 def test_augmented_masks_agree_with_the_image(tiny_root):
-    cfg = DataConfig(crop_height=24, crop_width=32, scale_min=0.75, scale_max=1.5, photometric=False)
+    cfg = DataConfig(crop_height=24, crop_width=32, scale_min=0.75, scale_max=1.5, color_jitter=False, pad_to_crop=True)
     dataset = CityscapesPanoptic(tiny_root, "train", transform=build_train_transform(cfg))
     ids = instance_ids_scene(1)
     colour = {int(v): torch.from_numpy(colour_of(ids)[ids == v][0]).float() for v in np.unique(ids)}

@@ -178,6 +178,11 @@ def test_second_run_keeps_outputs_and_overwrite_remakes_them(prepared_root: Path
     assert prepare(root, splits=["val"], workers=1, overwrite=False, progress=None).made["coco"] == 1
     next(panoptic_folder(root, "train").glob("*.png")).unlink()
     assert prepare(root, splits=["train"], workers=1, overwrite=False, progress=None).made["panoptic"] == 1
+    truncated = next(root.glob("gtFine/val/*/*_labelTrainIds.png"))  # newer than its input, but cut short
+    written, data = truncated.stat().st_mtime_ns, truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    os.utime(truncated, ns=(written, written))
+    assert prepare(root, splits=["val"], workers=1, overwrite=False, progress=None).made["labelTrainIds"] == 1
     contents = {path: data for path, (_, data) in before.items()}
     assert {path: data for path, (_, data) in outputs(root).items()} == contents  # remade, with the same bytes
     old = 1_000_000_000

@@ -13,7 +13,7 @@ from lpsctl.errors import ConfigError
 HEIGHT, WIDTH = 64, 96
 MEAN = np.array(DataConfig().mean, dtype=np.float32)
 STD = np.array(DataConfig().std, dtype=np.float32)
-SMALL = DataConfig(crop_height=48, crop_width=64, scale_min=0.5, scale_max=2.0, photometric=False)
+SMALL = DataConfig(crop_height=48, crop_width=64, scale_min=0.5, scale_max=2.0, color_jitter=False, pad_to_crop=True)
 
 
 def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,7 +125,7 @@ def test_flip_probability_is_exact(flip_prob):
 
 def test_padding_where_the_crop_exceeds_the_image():
     semantic, instances, crowd = scene()
-    cfg = replace(SMALL, scale_min=1.0, scale_max=1.0, crop_height=80, crop_width=128, flip_prob=0.0, photometric=True)
+    cfg = replace(SMALL, scale_min=1.0, scale_max=1.0, crop_height=80, crop_width=128, flip_prob=0.0, color_jitter=True)
     image = colours(semantic, instances, crowd)
     out = run(build_train_transform(cfg), 0, semantic, instances, crowd, image=image)
     assert out.image.shape == (80, 128, 3)
@@ -135,6 +135,19 @@ def test_padding_where_the_crop_exceeds_the_image():
     for region in (np.s_[HEIGHT:, :], np.s_[:, WIDTH:]):
         assert np.all(out.image[region] == 0.0)  # exactly the mean, even with colour jitter
         assert np.all(out.semantic[region] == 255) and np.all(out.ignore[region]) and np.all(out.instances[region] == 0)
+
+
+def test_without_pad_to_crop_a_small_image_is_not_padded_to_the_crop():
+    """The official recipe: a scaled image smaller than the crop stays its own size (batches pad it to 32)."""
+    semantic, instances, crowd = scene()
+    cfg = replace(SMALL, scale_min=1.0, scale_max=1.0, crop_height=80, crop_width=128, flip_prob=0.0,
+                  pad_to_crop=False)  # fmt: skip
+    out = run(build_train_transform(cfg), 0, semantic, instances, crowd)
+    assert out.image.shape == (HEIGHT, WIDTH, 3) and out.semantic.shape == out.ignore.shape == (HEIGHT, WIDTH)
+    assert np.array_equal(out.semantic, semantic) and np.array_equal(out.instances, instances)
+    assert np.array_equal(out.ignore, crowd)
+    tall = run(build_train_transform(replace(cfg, crop_height=48)), 0, semantic, instances, crowd)
+    assert tall.image.shape == (48, WIDTH, 3)  # cropped where the image is larger, left whole where smaller
 
 
 def test_scale_jitter_stays_in_range():
@@ -151,7 +164,7 @@ def test_scale_jitter_stays_in_range():
 
 def test_same_seed_same_result_and_different_seeds_differ():
     semantic, instances, crowd = scene()
-    transform = build_train_transform(replace(SMALL, photometric=True))
+    transform = build_train_transform(replace(SMALL, color_jitter=True))
     first, again = run(transform, 7, semantic, instances, crowd), run(transform, 7, semantic, instances, crowd)
     for a, b in zip(first, again, strict=True):
         assert np.array_equal(a, b)
@@ -164,7 +177,7 @@ def test_same_seed_same_result_and_different_seeds_differ():
 def test_photometric_jitter_changes_colours_only_and_independently_of_the_flip():
     semantic, instances, crowd = scene()
     cfg = replace(SMALL, scale_min=1.0, scale_max=1.0, crop_height=HEIGHT, crop_width=WIDTH)
-    plain, jittered = build_train_transform(cfg), build_train_transform(replace(cfg, photometric=True))
+    plain, jittered = build_train_transform(cfg), build_train_transform(replace(cfg, color_jitter=True))
     outcomes = set()
     for seed in range(40):
         a, b = run(plain, seed, semantic, instances, crowd), run(jittered, seed, semantic, instances, crowd)

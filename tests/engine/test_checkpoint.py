@@ -47,9 +47,17 @@ def test_bad_checkpoints_are_clear_errors(tmp_path: Path):
         def __reduce__(self):
             return (print, ("code ran",))
 
+    torch.save({"model": Payload(), "config": {}}, evil)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint") as caught:
+        load_checkpoint(evil)
+    assert "Python objects" in str(caught.value) and "weights_only" not in str(caught.value)  # no unsafe advice
     evil.write_bytes(pickle.dumps({"model": Payload(), "config": {}}))
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(evil)
+    future = tmp_path / "future.pt"
+    save_checkpoint(future, _state(nn.Linear(1, 1)) | {"format_version": 99})
+    with pytest.raises(CheckpointError, match=r"checkpoint format 99, newer than this lpsctl reads \(1\): upgrade"):
+        load_checkpoint(future)
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(1)}, plain)
     with pytest.raises(CheckpointError, match="not an lpsctl checkpoint"):

@@ -1,4 +1,5 @@
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -52,14 +53,17 @@ def test_time_budget_share_is_measured_from_its_start():
     assert 0.5 <= budget.update(single) < 0.6 and budget.spent == pytest.approx(0.5, abs=0.1)
 
 
-def test_linear_scaling_and_no_decay_on_norms():
+def test_linear_scaling_and_the_decay_of_norm_parameters():
+    """By default every parameter decays (mmdet 1.x, the official recipes); norm_weight_decay sets norms and biases."""
     cfg = SolverConfig(lr=0.08, lr_reference_batch=16, weight_decay=1e-4)
     assert scaled_lr(cfg, 4) == pytest.approx(0.02)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    optimizer = build_optimizer(model, cfg, total_batch=4)
-    decayed, plain = optimizer.param_groups
+    decayed, norms = build_optimizer(model, cfg, total_batch=4).param_groups
     assert len(decayed["params"]) == 1 and decayed["weight_decay"] == 1e-4
-    assert len(plain["params"]) == 3 and plain["weight_decay"] == 0.0
+    assert len(norms["params"]) == 3 and norms["weight_decay"] == 1e-4
+    optimizer = build_optimizer(model, replace(cfg, norm_weight_decay=0.0), total_batch=4)
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 1e-4 and len(plain["params"]) == 3 and plain["weight_decay"] == 0.0
     scheduler = build_scheduler(optimizer, cfg)
     assert scheduler.get_last_lr()[0] == pytest.approx(0.02 * cfg.warmup_factor)
 

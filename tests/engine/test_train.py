@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -315,7 +319,7 @@ def test_joint_model_overfits_two_images(prepared_root: Path, tmp_path: Path):
         data__scale_min=0.5,
         data__scale_max=0.5,
         data__flip_prob=0.0,
-        data__photometric=False,
+        data__color_jitter=False,
         solver__max_iters=120,
         solver__checkpoint_period=1000,
         solver__warmup_iters=10,
@@ -332,3 +336,21 @@ def test_joint_model_overfits_two_images(prepared_root: Path, tmp_path: Path):
     for key in ("loss", *LOSS_TERMS["eps"]):
         start, end = mean(key, seen[:5]), mean(key, seen[-10:])
         assert end <= (0.2 if key == "loss" else 0.8) * start, f"{key}: {start:.3f} → {end:.3f}"
+
+
+def test_a_second_writer_is_refused_and_a_killed_writers_lock_taken_over(prepared_root: Path, tmp_path: Path):
+    """Two trainings into one --out: the second is refused with the holder's pid (here: this test's own process
+    holds the lock), nothing of the folder changes; a lock left by a process that is gone is taken over."""
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / "run.lock"
+    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    config = load_config(SYNTHETIC_EPS, tiny_overrides(prepared_root, solver__max_iters=1))
+    with pytest.raises(LpsctlError, match=rf"in use by process {os.getpid()} on .*another --out"):
+        train(config, run, mode="eps", overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["run.lock"]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{int(gone.stdout)} {socket.gethostname()}\n")
+    with one_thread():
+        summary = train(config, run, mode="eps")
+    assert summary.iterations == 1 and not lock.exists()  # released when the run ends

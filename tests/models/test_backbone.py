@@ -103,8 +103,11 @@ def test_bf16_autocast_channels_last():
     assert all(torch.isfinite(feature.float()).all() for feature in features)
 
 
-def test_drop_connect_is_kept_in_training_only():
-    model = EfficientNetBackbone(NAME, norm_layer=ABN)
+def test_drop_path_is_off_by_default_and_random_in_training_only():
+    assert EfficientNetBackbone(NAME, norm_layer=ABN).drop_connect_rate == 0.0  # the official recipes have none
+    with pytest.raises(ConfigError, match=r"model.drop_path_rate must be in \[0, 1\)"):
+        EfficientNetBackbone(NAME, norm_layer=ABN, drop_path_rate=1.0)
+    model = EfficientNetBackbone(NAME, norm_layer=ABN, drop_path_rate=0.2)
     assert model.drop_connect_rate == pytest.approx(0.2)
     images = torch.randn(2, 3, 64, 64)
     torch.manual_seed(1)
@@ -159,7 +162,7 @@ def test_pretrained_offline_fails_fast_with_a_hint():
     try:
         model = EfficientNetBackbone(NAME, norm_layer=ABN, pretrained=True)
     except CheckpointError as error:
-        assert "model.backbone_weights=PATH" in str(error) and NAME in str(error)
+        assert "model.backbone_weights=PATH" in str(error) and NAME in str(error) and "once" in str(error)
         assert time.monotonic() - start < 30
     else:
         assert isinstance(model, EfficientNetBackbone)
