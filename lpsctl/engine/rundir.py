@@ -36,7 +36,9 @@ class RunDir:
     def lock(self) -> None:
         """Claim the folder for this process (`run.lock`: pid and host, created exclusively): a second writer is
         refused with the holder's pid; a lock whose process no longer runs on this host (a killed run) is taken
-        over. `close()` releases it."""
+        over. `close()` releases it; locking again while holding it is a no-op."""
+        if self._locked:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / LOCK_NAME
         for _ in range(3):

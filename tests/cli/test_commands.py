@@ -216,8 +216,8 @@ def test_fuse_never_overwrites_without_the_flag(
     assert run(*args) == 2
     assert "already holds a prediction" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in pred.rglob("*") if p.is_file()} == before
-    # a fusion threshold above every score: the same folder, replaced, now without instances
-    assert run(*args, "--overwrite", "--set", "fusion.score_threshold=1.01") == 0
+    # a fusion threshold above every score (the puppet's are below 1): the same folder, replaced, without instances
+    assert run(*args, "--overwrite", "--set", "fusion.score_threshold=1.0") == 0
     assert not (pred / "metrics.json").exists()  # the old prediction's metrics went with it
     content = json.loads((pred / "panoptic.json").read_text())
     assert all(s["id"] < 1000 for a in content["annotations"] for s in a["segments_info"])
