@@ -60,6 +60,8 @@ def _run(
     config = resolve_config(config_path, overrides)
     # under torchrun every rank runs this command; only rank 0 trains visibly (it alone logs and checkpoints)
     is_main = os.environ.get("RANK", "0") == "0"
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        _refuse_early(out, config.data.root, resume, overwrite)
     with progress_bar(status=True, disable=not is_main) as update:
 
         def on_step(iteration: int, total: int, values: dict[str, float]) -> None:
@@ -81,6 +83,18 @@ def _run(
             validate=validate if run_validation else None,
         )
     _report(summary, is_main)
+
+
+def _refuse_early(out: Path, root: str, resume: bool, overwrite: bool) -> None:
+    """The run-folder and dataset mistakes, found in a fraction of a second rather than after the model is built
+    (under torchrun, rank 0 finds the run-folder ones and tells every rank)."""
+    from lpsctl.data.cityscapes import require_root
+    from lpsctl.engine.rundir import run_folder_conflict
+
+    conflict = run_folder_conflict(out, resume=resume, overwrite=overwrite)
+    if conflict is not None:
+        raise conflict
+    require_root(root)
 
 
 def _report(summary: TrainSummary, is_main: bool = True) -> None:

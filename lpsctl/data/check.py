@@ -28,6 +28,8 @@ from lpsctl.parallel import parallel_map
 from lpsctl.structures import ProgressCallback
 
 REGENERATE = "run `lpsctl data synth` or re-download gtFine"
+#: for an image whose gtFine source files are missing: `prepare` cannot derive anything from it
+RESTORE_OR_REMOVE = "restore them (re-download gtFine, or `lpsctl data synth` for a synthetic set) or delete the image"
 #: size mismatches listed per split before the rest is summarised in a count
 MAX_LISTED = 5
 
@@ -107,17 +109,23 @@ def _check_split(root: Path, split: str, quick: bool, workers: int, progress: Pr
     except DataError as error:
         return [f"{error}: run `lpsctl data synth --root {root}` or download leftImg8bit"]
     problems = [
-        _missing_files(split, [p.gt(kind) for p in items], REGENERATE)
+        _missing_files(split, [p.gt(kind) for p in items], RESTORE_OR_REMOVE)
         for kind in ("polygons.json", "labelIds.png", "instanceIds.png")
     ]
+    if any(problems):  # prepare stops on the first image without its sources: say so rather than send the user there
+        prepare = f"fix the missing gtFine files above, then run `lpsctl data prepare --root {root}`"
     problems.append(_missing_files(split, [p.gt("labelTrainIds.png") for p in items], prepare))
     problems.append(_orphans(root, split, items))
     newest = max(mtime_ns(p.gt("instanceIds.png")) for p in items)
-    json_problems, segments = _check_json(panoptic_json(root, split), "panoptic JSON", "annotations", "image_id", items)
+    json_problems, segments = _check_json(
+        panoptic_json(root, split), "panoptic JSON", "annotations", "image_id", items, prepare
+    )
     problems += json_problems + _older(panoptic_json(root, split), "panoptic JSON", newest, prepare)
     pngs = [panoptic_folder(root, split) / str(entry.get("file_name", "")) for entry in segments]
     problems.append(_missing_files(split, pngs, prepare))
-    json_problems, _ = _check_json(coco_json(root, split), "COCO instance JSON", "images", "cs_image_id", items)
+    json_problems, _ = _check_json(
+        coco_json(root, split), "COCO instance JSON", "images", "cs_image_id", items, prepare
+    )
     problems += json_problems + _older(coco_json(root, split), "COCO instance JSON", newest, prepare)
     if quick:
         problems += _size_problems(items, root)
@@ -257,11 +265,10 @@ def _size_problems(items: list[Paths], root: Path) -> list[str]:
 
 
 def _check_json(
-    path: Path, kind: str, section: str, key: str, items: list[Paths]
+    path: Path, kind: str, section: str, key: str, items: list[Paths], fix: str
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """A prepared JSON exists, parses and lists every image of the split under `data[section][*][key]`; returns the
-    problems and the entries of `section`."""
-    fix = f"run `lpsctl data prepare --root {items[0].root}`"
+    problems (each ending in `fix`) and the entries of `section`."""
     if not path.is_file():
         return [f"{kind} missing for split {items[0].split}: {fix}"], []
     try:

@@ -14,7 +14,6 @@ from typing import Any
 
 from lpsctl.atomic import write_text_atomic
 from lpsctl.config import Config, dump, from_dict, to_dict
-from lpsctl.engine.checkpoint import load_checkpoint
 from lpsctl.errors import CheckpointError, LpsctlError
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,19 @@ class RunDir:
     _writer_checked: bool = field(default=False, init=False, repr=False)
     _locked: bool = field(default=False, init=False, repr=False)
 
+    def holder(self) -> tuple[int, str] | None:
+        """(pid, host) of another running process that holds the folder's lock; None when free, held by this process
+        or left by a killed run."""
+        lock = self.path / LOCK_NAME
+        if not lock.exists():
+            return None
+        pid, host = _lock_holder(lock)
+        if pid is None and time.time() - _mtime(lock) < 10:
+            return -1, "this host (starting)"  # a lock being written right now
+        if pid is None or (pid, host) == (os.getpid(), socket.gethostname()) or not _running(pid, host):
+            return None
+        return pid, host
+
     def lock(self) -> None:
         """Claim the folder for this process (`run.lock`: pid and host, created exclusively): a second writer is
         refused with the holder's pid; a lock whose process no longer runs on this host (a killed run) is taken
@@ -45,15 +57,10 @@ class RunDir:
             try:
                 descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                pid, host = _lock_holder(lock)
-                if pid is None and time.time() - _mtime(lock) < 10:
-                    pid, host = -1, "this host (starting)"  # a lock being written right now
-                if pid is not None and (pid < 0 or _running(pid, host)):
-                    raise LpsctlError(
-                        f"run folder {self.path} is in use by process {pid} on {host}: wait for it to end or stop it "
-                        f"(another run needs another --out; if that process is gone, delete {lock})"
-                    ) from None
-                log.warning("taking over %s, left by process %s that no longer runs", lock, pid)
+                holder = self.holder()
+                if holder is not None:
+                    raise LpsctlError(_in_use(self.path, *holder)) from None
+                log.warning("taking over %s, left by a process that no longer runs", lock)
                 lock.unlink(missing_ok=True)
                 continue
             with os.fdopen(descriptor, "w") as file:
@@ -126,12 +133,33 @@ class RunDir:
         write_text_atomic(self.config, dump(config))
 
 
+def run_folder_conflict(path: Path, *, resume: bool, overwrite: bool) -> LpsctlError | None:
+    """What stops a run from starting in the folder `path` with these flags (None when nothing does): conflicting
+    flags, nothing to resume, a folder that holds a run, a lock held by a running process, a path that is a file.
+    Reads only the folder (no torch import), so `lpsctl train` can refuse before it builds a model."""
+    run = RunDir(Path(path))
+    if resume and overwrite:
+        return LpsctlError("--resume and --overwrite exclude each other: resume continues a run, overwrite restarts it")
+    if run.path.exists() and not run.path.is_dir():
+        return LpsctlError(f"--out {run.path} is a file, not a folder: give the run its own folder")
+    if resume and not run.last.exists():
+        return CheckpointError(f"nothing to resume: {run.last} does not exist (start the run without --resume)")
+    holder = run.holder()
+    if holder is not None:
+        return LpsctlError(_in_use(run.path, *holder))
+    existing = run.outputs()
+    if existing and not resume and not overwrite:
+        return LpsctlError(_holds_a_run(run.path, existing))
+    return None
+
+
 def check_resumable(run: RunDir, config: Config, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """Prepare the run folder: the checkpoint to resume from, or a clean folder; refuses to overwrite silently."""
-    if resume and overwrite:
-        raise LpsctlError("--resume and --overwrite exclude each other: resume continues a run, overwrite restarts it")
-    if resume and not run.last.exists():
-        raise CheckpointError(f"nothing to resume: {run.last} does not exist (start the run without --resume)")
+    from lpsctl.engine.checkpoint import load_checkpoint  # (torch: not needed by run_folder_conflict's callers)
+
+    conflict = run_folder_conflict(run.path, resume=resume, overwrite=overwrite)
+    if conflict is not None:
+        raise conflict
     run.lock()
     if resume:
         state = load_checkpoint(run.last)
@@ -144,12 +172,9 @@ def check_resumable(run: RunDir, config: Config, *, resume: bool, overwrite: boo
         run.write_config(config)
         run.drop_metrics_after(int(state["iteration"]))
         return state
-    existing = run.outputs()
+    existing = run.outputs()  # again, now that the folder is ours (a run may have ended in it meanwhile)
     if existing and not overwrite:
-        raise LpsctlError(
-            f"run folder {run.path} already holds a run ({', '.join(p.name for p in existing)}): "
-            "pass --resume to continue it or --overwrite to start again"
-        )
+        raise LpsctlError(_holds_a_run(run.path, existing))
     for path in existing:
         path.unlink()
     run.path.mkdir(parents=True, exist_ok=True)
@@ -177,6 +202,20 @@ def _iteration_of(line: str) -> float:
         return float(json.loads(line)["iteration"])
     except (ValueError, KeyError, TypeError):
         return math.inf
+
+
+def _holds_a_run(path: Path, existing: list[Path]) -> str:
+    return (
+        f"run folder {path} already holds a run ({', '.join(p.name for p in existing)}): pass --resume to continue "
+        "it or --overwrite to start again"
+    )
+
+
+def _in_use(path: Path, pid: int, host: str) -> str:
+    return (
+        f"run folder {path} is in use by process {pid} on {host}: wait for it to end or stop it (another run needs "
+        f"another --out; if that process is gone, delete {path / LOCK_NAME})"
+    )
 
 
 def _lock_holder(lock: Path) -> tuple[int | None, str]:

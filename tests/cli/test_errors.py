@@ -228,3 +228,29 @@ def test_eval_reference_on_bad_predictions_is_one_line(prepared_root: Path, tmp_
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert png.name in result.stderr and "Traceback" not in result.stdout + result.stderr
     assert not (pred / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("conflict", ["holds a run", "resume and overwrite", "nothing to resume", "out is a file"])
+def test_run_folder_conflicts_are_refused_before_torch_is_imported(prepared_root: Path, tmp_path: Path, conflict):
+    """`train`'s flag and run-folder mistakes cost a fraction of a second, not a model build: the process that
+    refuses them never imports torch (checked in that process)."""
+    out = tmp_path / "run"
+    flags = {"holds a run": [], "resume and overwrite": ["--resume", "--overwrite"], "nothing to resume": ["--resume"]}
+    if conflict == "out is a file":
+        out.write_text("not a folder")
+    else:
+        out.mkdir()
+        if conflict != "nothing to resume":
+            (out / "config.yaml").write_text("model: {}\n")
+    argv = ["train", "solo", "--out", str(out), "--set", f"data.root={prepared_root}", *flags.get(conflict, [])]
+    probe = (
+        "import sys; from lpsctl.cli.app import main\n"
+        f"try:\n    main({argv!r})\n"
+        "except SystemExit as stop:\n    print('torch' in sys.modules, stop.code)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
+    expected = {"holds a run": "already holds a run", "resume and overwrite": "exclude each other"}
+    expected |= {"nothing to resume": "nothing to resume", "out is a file": "is a file, not a folder"}
+    assert result.stderr.startswith("error: ") and expected[conflict] in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1

@@ -9,6 +9,7 @@ from PIL import Image
 
 from lpsctl.data.check import check, listed_ids, problem_kinds
 from lpsctl.data.cityscapes import coco_json, list_images, mtime_ns, panoptic_json
+from lpsctl.data.prepare import prepare
 from lpsctl.errors import DataError
 
 
@@ -60,7 +61,27 @@ def test_missing_raw_labels_point_to_synth_or_download(prepared_copy: Path):
     assert len(problems) == 2
     for problem, kind in zip(problems, ("polygons.json", "labelIds.png"), strict=True):
         assert problem.startswith(f"{kind} missing for 1 of ") and str(paths.gt(kind)) in problem
-        assert problem.endswith("run `lpsctl data synth` or re-download gtFine")
+        assert problem.endswith("re-download gtFine, or `lpsctl data synth` for a synthetic set) or delete the image")
+
+
+def test_an_image_without_its_sources_is_fixed_before_prepare(prepared_copy: Path):
+    """`data prepare` stops on an image whose gtFine sources are gone, so the prepare hints say to fix them first."""
+    paths = list_images(prepared_copy, "val")[1]
+    for kind in ("polygons.json", "labelIds.png", "instanceIds.png", "labelTrainIds.png"):
+        paths.gt(kind).unlink()
+    problems = check(prepared_copy)
+    assert [p.split(" ")[0] for p in problems] == [
+        "polygons.json",
+        "labelIds.png",
+        "instanceIds.png",
+        "labelTrainIds.png",
+    ]
+    assert problems[-1].endswith(
+        f"fix the missing gtFine files above, then run `lpsctl data prepare --root {prepared_copy}`"
+    )
+    with pytest.raises(DataError, match="polygons.json"):  # what the hint spares the user
+        prepare(prepared_copy, overwrite=True)
+    assert paths.image.is_file()
 
 
 def test_missing_or_stale_prepared_files_point_to_prepare(prepared_copy: Path):

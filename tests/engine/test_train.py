@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -339,16 +338,21 @@ def test_joint_model_overfits_two_images(prepared_root: Path, tmp_path: Path):
 
 
 def test_a_second_writer_is_refused_and_a_killed_writers_lock_taken_over(prepared_root: Path, tmp_path: Path):
-    """Two trainings into one --out: the second is refused with the holder's pid (here: this test's own process
+    """Two trainings into one --out: the second is refused with the holder's pid (here: a process this test starts
     holds the lock), nothing of the folder changes; a lock left by a process that is gone is taken over."""
     run = tmp_path / "run"
     run.mkdir()
     lock = run / "run.lock"
-    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")
-    config = load_config(SYNTHETIC_EPS, tiny_overrides(prepared_root, solver__max_iters=1))
-    with pytest.raises(LpsctlError, match=rf"in use by process {os.getpid()} on .*another --out"):
-        train(config, run, mode="eps", overwrite=True)
-    assert sorted(p.name for p in run.iterdir()) == ["run.lock"]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock.write_text(f"{holder.pid} {socket.gethostname()}\n")
+        config = load_config(SYNTHETIC_EPS, tiny_overrides(prepared_root, solver__max_iters=1))
+        with pytest.raises(LpsctlError, match=rf"in use by process {holder.pid} on .*another --out"):
+            train(config, run, mode="eps", overwrite=True)
+        assert sorted(p.name for p in run.iterdir()) == ["run.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(f"{int(gone.stdout)} {socket.gethostname()}\n")
     with one_thread():
