@@ -42,6 +42,9 @@ class DataConfig:
     batch_size: int = 1  # images per process (GPU); total batch = batch_size × world size
     num_workers: int = 4  # DataLoader worker processes
     eval_scale: float = 1.0  # images are resized by this factor at inference (0.5 → 512×1024 for Cityscapes)
+    # inference on larger images (a 6000×4000 photo): the longer side, after eval_scale, is shrunk to this (the
+    # network sees objects at the scale it learnt; predict/visualize upsample the result); 0: never
+    eval_max_size: int = 2048
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ _RULES: dict[str, Any] = {
 BOUNDS: dict[tuple[type, str], str] = {
     **{(DataConfig, key): "> 0" for key in ("crop_height", "crop_width", "scale_min", "scale_max", "size_divisor")},
     **{(DataConfig, key): "> 0" for key in ("batch_size", "eval_scale")},
+    (DataConfig, "eval_max_size"): ">= 0",
     (DataConfig, "num_workers"): ">= 0",
     (DataConfig, "flip_prob"): "in [0, 1]",
     (ModelConfig, "fpn_channels"): "> 0",

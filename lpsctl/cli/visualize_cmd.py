@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from lpsctl.cli.options import progress_bar
+from lpsctl.cli.options import SET, progress_bar
 from lpsctl.cli.predict import DEVICE, resolve_device
 from lpsctl.errors import LpsctlError
 
@@ -20,9 +20,13 @@ def visualize_command(
     out: Path = typer.Option(Path("overlays"), "--out", "-o", help="Folder for the overlay PNGs."),
     images: Path | None = typer.Option(None, "--images", help="With a prediction folder: where the input images are."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Put the input image left of the overlay."),
+    overrides: list[str] | None = SET,
     device: str | None = DEVICE,
 ) -> None:
-    """Draw stuff in the Cityscapes palette and every instance in its own colour with contour, label and legend."""
+    """Draw stuff in the Cityscapes palette and every instance in its own colour with contour, label and legend.
+
+    An image larger than the model's data.eval_max_size (default 2048) is run at that size and its result drawn at
+    the image's own size; `--set fusion.*|inference.*|data.eval_scale|data.eval_max_size=…` changes how it runs."""
     from lpsctl.data.dataset import expand_image_paths
     from lpsctl.engine.visualize import overlay_predictions, render_prediction_folder
 
@@ -33,5 +37,7 @@ def visualize_command(
         if checkpoint is None:
             raise LpsctlError("images need a model: pass --checkpoint (or give a prediction folder from `lpsctl fuse`)")
         with progress_bar() as update:
-            written = overlay_predictions(paths, checkpoint, out, resolve_device(device), side_by_side, update)
+            written = overlay_predictions(
+                paths, checkpoint, out, resolve_device(device), side_by_side, update, overrides=overrides or ()
+            )
     console.print(f"[green]wrote[/] {len(written)} overlay(s) to {out}")

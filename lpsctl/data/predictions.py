@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,32 @@ def write_panoptic_json(
     content |= {"annotations": list(annotations), "categories": categories or panoptic_categories()}
     write_bytes_atomic(path, json.dumps(content).encode())
     return path
+
+
+def resize_nearest(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label or id map (any integer dtype) at (height, width) `size` by nearest neighbour, without interpolating
+    ids (pixel centres map to pixel centres)."""
+    height, width = ids.shape[:2]
+    if (height, width) == tuple(size):
+        return ids
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.int64), height - 1)
+    columns = np.minimum(((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.int64), width - 1)
+    return ids[rows[:, None], columns[None, :]]
+
+
+def resize_prediction(prediction: PanopticPrediction, size: tuple[int, int]) -> PanopticPrediction:
+    """`prediction` at (height, width) `size` (nearest neighbour: ids are never mixed), each segment's area and bbox
+    measured again at that size; the prediction itself when it already has it."""
+    if prediction.ids.shape == tuple(size):
+        return prediction
+    ids = resize_nearest(prediction.ids, size)
+    measured = {segment["id"]: segment for segment in segments_from_ids(ids)}
+    segments = [
+        segment | {key: measured[segment["id"]][key] for key in ("area", "bbox")}
+        for segment in prediction.segments_info
+        if segment["id"] in measured
+    ]
+    return replace(prediction, ids=ids, segments_info=segments)
 
 
 def segments_from_ids(ids: np.ndarray) -> list[dict[str, Any]]:

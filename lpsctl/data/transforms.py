@@ -13,6 +13,7 @@ import numpy as np
 from lpsctl.config import DataConfig
 from lpsctl.errors import ConfigError
 from lpsctl.labels import IGNORE
+from lpsctl.structures import Batch
 
 # Colour jitter strengths. SPEC is silent; these are the magnitudes of mmsegmentation's PhotoMetricDistortion
 # (brightness ±32/255 ≈ 0.125, contrast and saturation 0.5-1.5, hue ±18° ≈ 0.05 of the circle), applied half the time.
@@ -51,11 +52,20 @@ class PanopticTransform:
     worker and per epoch, so augmentations are reproducible under `torch.manual_seed` with any number of workers.
     """
 
-    def __init__(self, transforms: Sequence[A.BasicTransform], *, random: bool, trim_padding: bool = False) -> None:
+    def __init__(
+        self,
+        transforms: Sequence[A.BasicTransform],
+        *,
+        random: bool,
+        trim_padding: bool = False,
+        shrink_to: tuple[float, int] | None = None,
+    ) -> None:
         self.pipeline = A.Compose(list(transforms), additional_targets={"instances": "mask"}, seed=0)
         self.random = random  # False: deterministic, no seed needed (and torch's RNG is left untouched)
         # True: cut the bottom/right padding a crop larger than the scaled image got (batches pad to size_divisor)
         self.trim_padding = trim_padding
+        # (scale, max_size): an image whose longer side × scale exceeds max_size is first shrunk so that it does not
+        self.shrink_to = shrink_to
 
     def set_random_seed(self, seed: int) -> None:
         # Compose.set_random_seed hands the *same* seed to every transform, so their first draws coincide (a flip
@@ -70,6 +80,15 @@ class PanopticTransform:
     ) -> Transformed:
         """image: uint8[H, W, 3] RGB 0-255. semantic: uint8[H, W] train ids (255 ignore). instances: int32[H, W]
         (0 = none). ignore: bool[H, W] (crowd). Returns the transformed maps, see `Transformed`."""
+        factor = shrink_factor(image.shape[:2], *self.shrink_to) if self.shrink_to else 1.0
+        if factor < 1.0:
+            size = (round(image.shape[1] * factor), round(image.shape[0] * factor))  # cv2: (width, height)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            semantic, instances, ignore = (
+                cv2.resize(np.asarray(m), size, interpolation=cv2.INTER_NEAREST_EXACT)
+                for m in (semantic.astype(np.uint8), np.asarray(instances, dtype=np.int32), ignore.astype(np.uint8))
+            )
+            ignore = ignore.astype(bool)
         inside = np.ones(semantic.shape, dtype=np.uint8)
         packed = np.stack([semantic.astype(np.uint8), ignore.astype(np.uint8), inside], axis=-1)
         result = self.pipeline(image=image, mask=packed, instances=np.asarray(instances, dtype=np.int32))
@@ -138,7 +157,23 @@ def build_eval_transform(cfg: DataConfig) -> PanopticTransform:
             )
         )
     transforms.append(_normalize(cfg))
-    return PanopticTransform(transforms, random=False)
+    return PanopticTransform(transforms, random=False, shrink_to=(cfg.eval_scale, cfg.eval_max_size))
+
+
+def shrink_factor(size: tuple[int, int], scale: float, max_size: int) -> float:
+    """The factor (≤ 1) that brings an image of `size` whose longer side × `scale` exceeds `max_size` down to it;
+    1.0 when it does not exceed it, or when `max_size` is 0 (no limit)."""
+    longer = max(size) * scale
+    return max_size / longer if max_size > 0 and longer > max_size else 1.0
+
+
+def decode_sizes(batch: Batch, cfg: DataConfig) -> list[tuple[int, int]]:
+    """The size each image of `batch` is decoded at when large images stay small: its original size, or, for an
+    image `build_eval_transform` shrank (`data.eval_max_size`), the size the network saw."""
+    return [
+        seen if shrink_factor(original, cfg.eval_scale, cfg.eval_max_size) < 1.0 else original
+        for original, seen in zip(batch.original_sizes, batch.image_sizes, strict=True)
+    ]
 
 
 def _normalize(cfg: DataConfig) -> A.Normalize:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lpsctl.config import Config, apply_override
 from lpsctl.data.dataset import CityscapesPanoptic, collate_batch
-from lpsctl.data.transforms import build_eval_transform
+from lpsctl.data.transforms import build_eval_transform, decode_sizes
 from lpsctl.engine.checkpoint import checkpoint_config, load_checkpoint, load_model_state
 from lpsctl.engine.deploy import TorchNetwork
 from lpsctl.errors import CheckpointError, ConfigError
@@ -34,6 +34,8 @@ RUNTIME_KEYS = (
     *(f"solo.{key}" for key in ("max_per_image", "nms_kernel", "nms_sigma")),
     *(f"maskrcnn.{key}" for key in ("score_threshold", "nms_threshold", "max_per_image", "mask_threshold")),
     *(f"maskrcnn.{key}" for key in ("rpn_pre_nms_test", "rpn_post_nms_test")),
+    "data.eval_scale",
+    "data.eval_max_size",
 )
 
 
@@ -80,8 +82,9 @@ def runtime_overrides(config: Config, overrides: Sequence[str]) -> Config:
         key = item.partition("=")[0].strip()
         if not key.startswith(tuple(f"{section}." for section in RUNTIME_SECTIONS)) and key not in RUNTIME_KEYS:
             raise ConfigError(
-                f"--set {item}: this command takes only fusion.*, inference.* and the decoding thresholds "
-                "solo.score_threshold, maskrcnn.score_threshold, … (the network is the checkpoint's)"
+                f"--set {item}: this command takes only fusion.*, inference.*, data.eval_scale, data.eval_max_size "
+                "and the decoding thresholds solo.score_threshold, maskrcnn.score_threshold, … (the network is the "
+                "checkpoint's)"
             )
         config = apply_override(config, item)
     return config
@@ -102,10 +105,12 @@ def predict(
     num_workers: int = 0,
     progress: Any = None,
     postprocessor: PanopticPostProcessor | None = None,
+    shrink_large: bool = False,
 ) -> Iterator[Prediction]:
     """Predictions in dataset order (semantic logits and instances at each image's original size), by the network
     and `postprocessor` (default: the one `config` describes for this network). Precision and memory format come
-    from `config.inference`."""
+    from `config.inference`. `shrink_large`: an image larger than `data.eval_max_size` is decoded at the size the
+    network saw (a caller that needs the original size upsamples what it draws or writes: `resize_nearest`)."""
     if postprocessor is None:
         postprocessor = build_postprocessor(config, instance_geometry=model.instance_geometry)
     loader = DataLoader(
@@ -119,7 +124,8 @@ def predict(
     with torch.inference_mode():
         for batch in loader:
             outputs = network(batch.images)
-            yield from postprocessor(outputs, batch.image_sizes, batch.original_sizes, batch.image_ids)
+            sizes = decode_sizes(batch, config.data) if shrink_large else batch.original_sizes
+            yield from postprocessor(outputs, batch.image_sizes, sizes, batch.image_ids)
             done += len(batch.image_ids)
             if progress is not None:
                 progress("predict", done, total)

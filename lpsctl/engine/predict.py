@@ -20,9 +20,15 @@ import numpy as np
 from lpsctl.atomic import atomic_path, write_bytes_atomic
 from lpsctl.config import Config
 from lpsctl.data.dataset import collate_batch, image_sample
-from lpsctl.data.predictions import panoptic_png_path, segments_from_ids, write_panoptic, write_panoptic_json
+from lpsctl.data.predictions import (
+    panoptic_png_path,
+    resize_prediction,
+    segments_from_ids,
+    write_panoptic,
+    write_panoptic_json,
+)
 from lpsctl.data.sources import Frame, Source, frames_of, video_info
-from lpsctl.data.transforms import build_eval_transform
+from lpsctl.data.transforms import build_eval_transform, decode_sizes
 from lpsctl.engine.deploy import Network
 from lpsctl.engine.fuse import empty_instances, fuse_one
 from lpsctl.imagefile import png_bytes, read_panoptic_png
@@ -114,12 +120,15 @@ def _flush(run: _Run, pending: list[Frame], transform: Any, video: _VideoOut) ->
     samples = [image_sample(frame.rgb, frame.image_id, transform) for frame in pending if frame.rgb is not None]
     batch = collate_batch(samples, run.config.data.size_divisor, size=run.input_size)
     outputs = run.network(batch.images)
-    predictions = run.postprocessor(outputs, batch.image_sizes, batch.original_sizes, batch.image_ids)
+    # an image above data.eval_max_size is decoded and fused at the size the network saw, then upsampled
+    predictions = run.postprocessor(outputs, batch.image_sizes, decode_sizes(batch, run.config.data), batch.image_ids)
     for frame, prediction in zip(pending, predictions, strict=True):
         assert prediction.semantic_logits is not None  # the commands require a semantic head
         size = prediction.semantic_logits.shape[-2:]
         instances = prediction.instances if prediction.instances is not None else empty_instances(*size)
         panoptic = fuse_one(prediction.semantic_logits, instances, run.config.fusion)
+        assert frame.rgb is not None
+        panoptic = resize_prediction(panoptic, frame.rgb.shape[:2])
         annotation = write_panoptic(run.out_dir, frame.image_id, panoptic)
         _record(run, frame, annotation, panoptic.ids, video)
         run.summary.written += 1

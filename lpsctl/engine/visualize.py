@@ -14,7 +14,7 @@ from PIL import Image
 from lpsctl.atomic import write_bytes_atomic
 from lpsctl.data.cityscapes import IMAGE_SUFFIX
 from lpsctl.data.dataset import ImageFolderDataset
-from lpsctl.data.predictions import PANOPTIC_FOLDER, PANOPTIC_JSON
+from lpsctl.data.predictions import PANOPTIC_FOLDER, PANOPTIC_JSON, resize_nearest
 from lpsctl.data.transforms import build_eval_transform
 from lpsctl.engine.fuse import empty_instances, fuse_one
 from lpsctl.engine.inference import load_model, predict
@@ -34,12 +34,16 @@ def overlay_predictions(
     device: torch.device,
     side_by_side: bool = False,
     progress: ProgressCallback | None = None,
+    *,
+    overrides: Sequence[str] = (),
 ) -> list[Path]:
-    """Run the joint model on each image, fuse, and write `out/{stem}_overlay.png` (same size as the input)."""
-    model, config = load_model(checkpoint, device, need="semantic")
+    """Run the joint model on each image, fuse, and write `out/{stem}_overlay.png` (same size as the input; an image
+    above `data.eval_max_size` is run and fused smaller, then drawn at its own size). `overrides`: runtime `--set`s."""
+    model, config = load_model(checkpoint, device, need="semantic", overrides=overrides)
     dataset = ImageFolderDataset(paths, transform=build_eval_transform(config.data))
     written = []
-    for path, prediction in zip(dataset.paths, predict(model, dataset, config, device, progress=progress), strict=True):
+    predictions = predict(model, dataset, config, device, progress=progress, shrink_large=True)
+    for path, prediction in zip(dataset.paths, predictions, strict=True):
         assert prediction.semantic_logits is not None  # load_model(need="semantic") guarantees the head
         # a semantic-only model (model.instance_head=none): stuff is drawn, thing pixels stay void
         instances = (
@@ -49,9 +53,8 @@ def overlay_predictions(
         )
         panoptic = fuse_one(prediction.semantic_logits, instances, config.fusion)
         image = read_rgb(path)
-        written.append(
-            _write(out / f"{path.stem}_overlay.png", draw_overlay(image, panoptic.ids, side_by_side=side_by_side))
-        )
+        ids = resize_nearest(panoptic.ids, image.shape[:2])  # (an image above data.eval_max_size was decoded smaller)
+        written.append(_write(out / f"{path.stem}_overlay.png", draw_overlay(image, ids, side_by_side=side_by_side)))
     return written
 
 

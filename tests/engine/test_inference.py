@@ -50,7 +50,10 @@ def test_load_model_builds_the_checkpoints_network(checkpoints):
     assert all(torch.equal(value, stored[key]) for key, value in model.state_dict().items())
     folded, _ = load_model(checkpoints["eps"], CPU, need="semantic")  # the default folds the norms into the convs
     assert len(folded.state_dict()) < len(stored)
-    with pytest.raises(ConfigError, match=r"only fusion\.\*, inference\.\* and the decoding thresholds"):
+    with pytest.raises(
+        ConfigError,
+        match=r"only fusion\.\*, inference\.\*, data\.eval_scale, data\.eval_max_size and the decoding thresholds",
+    ):
         load_model(checkpoints["eps"], CPU, overrides=["model.fpn_channels=8"])
     with pytest.raises(ConfigError, match="decoding thresholds"):  # training settings of a head are not decoding
         load_model(checkpoints["eps"], CPU, overrides=["solo.sigma=0.3"])

@@ -217,3 +217,35 @@ def test_export_and_exported_model_errors(checkpoints, mixed_folder, tmp_path, c
     (tmp_path / "file").write_text("x")
     assert run_lpsctl("predict", mixed_folder, "--checkpoint", checkpoints["eps"], "--out", tmp_path / "file") == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_an_image_above_eval_max_size_runs_smaller_and_is_written_at_its_own_size(mixed_folder, checkpoints, tmp_path):
+    """A large photo costs what an image of data.eval_max_size costs: it is shrunk (INTER_AREA) before the network,
+    decoded and fused at that size, and its ids upsampled (nearest) to the photo's size, with areas measured there."""
+    image = np.asarray(Image.open(mixed_folder / "a_rgb.png").convert("RGB"))
+    assert image.shape[:2] == (128, 256)
+    small = tmp_path / "small" / "a_rgb.png"
+    small.parent.mkdir()
+    Image.fromarray(cv2.resize(image, (128, 64), interpolation=cv2.INTER_AREA)).save(small)
+    args = ("--checkpoint", checkpoints["eps"])
+    assert (
+        run_lpsctl(
+            "predict", mixed_folder / "a_rgb.png", *args, "--out", tmp_path / "big", "-s", "data.eval_max_size=128"
+        )
+        == 0
+    )
+    assert run_lpsctl("predict", small, *args, "--out", tmp_path / "ref") == 0
+    big = read_panoptic_png(tmp_path / "big" / "panoptic" / "a_rgb_panoptic.png")
+    reference = read_panoptic_png(tmp_path / "ref" / "panoptic" / "a_rgb_panoptic.png")
+    assert big.shape == (128, 256) and reference.shape == (64, 128)
+    assert np.array_equal(big, reference.repeat(2, axis=0).repeat(2, axis=1))
+    segments = _json(tmp_path / "big")["annotations"][0]["segments_info"]
+    assert {s["id"]: s["area"] for s in segments} == {int(i): int((big == i).sum()) for i in np.unique(big) if i}
+    assert _json(tmp_path / "big")["images"][0]["height"] == 128
+    assert (
+        run_lpsctl(
+            "visualize", mixed_folder / "a_rgb.png", *args, "--out", tmp_path / "vis", "-s", "data.eval_max_size=128"
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "vis" / "a_rgb_overlay.png").size == (256, 128)
