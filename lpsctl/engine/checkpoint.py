@@ -3,6 +3,7 @@ errors."""
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,19 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as temp:
         try:
             torch.save({"format_version": FORMAT_VERSION, **state}, temp)
-        except RuntimeError as error:  # torch's writer reports a full disk as "PytorchStreamWriter failed writing"
+        except RuntimeError:  # torch's C++ writer reports a full disk as e.g. "unexpected pos … vs …"
             raise CheckpointError(
-                f"cannot write checkpoint {path} ({str(error).strip().splitlines()[0]}): is the disk full or the "
-                "folder read-only? The previous checkpoint is kept"
+                f"cannot write checkpoint {path}: the write failed after {_size(temp) / 2**20:.1f} MB with "
+                f"{shutil.disk_usage(temp.parent).free / 2**20:.0f} MB free on its disk (full disk, quota or file-size "
+                "limit?); the previous checkpoint is kept"
             ) from None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -124,3 +125,43 @@ def test_dataloader_workers_leave_ctrl_c_to_the_main_process(prepared_root: Path
     images = [next(batches).images for _ in range(4)]  # more than the prefetched batches
     assert all(image.shape == (2, 3, 64, 128) for image in images)
     del batches
+
+
+def test_a_checkpoint_that_does_not_fit_on_disk_is_one_line_and_keeps_the_last(prepared_root: Path, tmp_path: Path):
+    """A real write failure of the OS (a file-size limit, RLIMIT_FSIZE: the kernel refuses the bytes past it as a full
+    disk would): torch's writer fails inside its C++ container; the user sees one line, and last.pt, the one before,
+    is intact with no temporary file left."""
+    out = tmp_path / "run"
+    overrides = tiny_overrides(prepared_root, solver__max_iters=2, solver__checkpoint_period=2)
+    first = subprocess.run(
+        [PYTHON, "-m", "lpsctl", *cli_arguments("solo", out, overrides, "--no-validate")],
+        env=subprocess_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = (out / "last.pt").read_bytes()
+    limit = len(before) // 2  # far above config.yaml and metrics.jsonl, below a checkpoint
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    resumed = cli_arguments("solo", out, [*overrides, "solver.max_iters=4"], "--resume", "--no-validate")
+    result = subprocess.run(
+        [PYTHON, "-m", "lpsctl", *resumed],
+        env=subprocess_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]  # (the run's log)
+    assert len(errors) == 1 and errors[0].startswith(f"error: cannot write checkpoint {out / 'last.pt'}: the write "), (
+        errors
+    )
+    assert "MB free on its disk (full disk, quota or file-size limit?); the previous checkpoint is kept" in errors[0]
+    assert (out / "last.pt").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
