@@ -394,3 +394,25 @@ def test_panoptic_table_leaves_out_absent_classes():
     text = console.export_text()
     assert "road" in text and "car" in text and "wall" not in text and "bus" not in text
     assert "2 classes with no GT/prediction hidden" in text
+
+
+def test_every_command_takes_non_ascii_paths_with_spaces(prepared_root: Path, checkpoints, fused: Path, tmp_path: Path):
+    """Dataset, run, prediction and output paths with accents, CJK and spaces, through the data, inference and
+    evaluation commands (cityscapesscripts' evaluator included): the same files as with plain paths."""
+    base = tmp_path / "données ü" / "城市 x"
+    root = base / "ds é"
+    shutil.copytree(prepared_root, root)
+    assert run("data", "check", "--root", root) == 0
+    assert run("data", "prepare", "--root", root) == 0
+    pred, masks = base / "préd ü", base / "m ü.json"
+    assert run("fuse", "--checkpoint", checkpoints["eps"], "--root", root, "--out", pred) == 0
+    assert run("eval", "--pred", pred, "--root", root, "--reference") == 0
+    assert {"All", "Things", "Stuff"} <= json.loads((pred / "metrics.json").read_text()).keys()
+    for png in (fused / "panoptic").glob("*.png"):
+        assert np.array_equal(read_panoptic_png(pred / "panoptic" / png.name), read_panoptic_png(png))
+    assert run("export-masks", "--checkpoint", checkpoints["solo"], "--root", root, "--out", masks) == 0
+    assert run("eval", "--masks", masks, "--root", root) == 0
+    assert run("visualize", pred, "--images", root / "leftImg8bit" / SPLIT, "--out", base / "vis ü") == 0
+    images = root / "leftImg8bit" / SPLIT
+    assert run("predict", images, "--checkpoint", checkpoints["eps"], "--out", base / "p ü", "--overlay") == 0
+    assert len(list((base / "p ü" / "overlays").glob("*.png"))) == len(list(images.glob("*/*.png")))
