@@ -92,40 +92,44 @@ def broadcast_object(value: Any, info: DistInfo) -> Any:
 
 
 class StopRequest:
-    """Ctrl-C as a request to stop: while active, SIGINT sets `requested` instead of raising KeyboardInterrupt, so the
-    loop ends at an iteration boundary (on every rank, via `broadcast_flag`) with whole weights to checkpoint.
+    """Ctrl-C, or a scheduler's SIGTERM, as a request to stop: while active, SIGINT and SIGTERM set `requested`
+    instead of raising KeyboardInterrupt or ending the process, so the loop ends at an iteration boundary (on every
+    rank, via `broadcast_flag`) with whole weights to checkpoint. torchrun forwards both signals to its workers.
 
     With `escalate`, a second SIGINT raises KeyboardInterrupt at once (single process). Under torchrun it does not:
-    a terminal Ctrl-C reaches each worker twice (directly and forwarded by torchrun). Only the main thread can
-    install signal handlers; elsewhere `requested` is only set by the caller.
+    a terminal Ctrl-C reaches each worker twice (directly and forwarded by torchrun). SIGTERM never escalates (a
+    scheduler may repeat it; its SIGKILL follows anyway). Only the main thread can install signal handlers; elsewhere
+    `requested` is only set by the caller.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, *, escalate: bool = True) -> None:
         self.escalate = escalate
         self.requested = False
-        self._installed = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        if self._installed:
+        for signum, previous in self._previous.items():
             # a handler set outside Python reads back as None; the default one is the closest equivalent
-            signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
-            self._installed = False
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, default if previous is None else previous)
+        self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested and self.escalate:
+        if signum == signal.SIGINT and self.requested and self.escalate:
             raise KeyboardInterrupt
         self.requested = True
-        again = " (press Ctrl-C again to stop at once)" if self.escalate else ""
-        log.warning("Ctrl-C: stopping after this iteration and writing the checkpoint%s", again)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        again = " (press Ctrl-C again to stop at once)" if self.escalate and signum == signal.SIGINT else ""
+        log.warning("%s: stopping after this iteration and writing the checkpoint%s", what, again)
 
 
 def shutdown(info: DistInfo) -> None:

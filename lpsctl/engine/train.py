@@ -337,8 +337,11 @@ def _train_loader(config: Config, info: DistInfo, start_iteration: int) -> DataL
 
 
 def _ignore_interrupt(worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process (a worker it killed would break the next batch fetch)."""
+    """Workers leave Ctrl-C and a scheduler's SIGTERM (srun sends it to every process of the job) to the main process:
+    a worker they killed would break the batch fetch of the last iteration. Workers still end with the main process
+    (the DataLoader's own watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _validate(

@@ -52,7 +52,10 @@ def test_two_process_ddp_trains_and_only_rank_0_writes(prepared_root: Path, tmp_
     assert result.stdout.count("done at iteration 2") == 1
 
 
-def test_ctrl_c_writes_a_loadable_checkpoint_and_resume_continues(prepared_root: Path, tmp_path: Path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_writes_a_loadable_checkpoint_and_resume_continues(prepared_root: Path, tmp_path: Path, stop_signal):
+    """Ctrl-C in a terminal, or a scheduler's SIGTERM (srun signals every process of the job: the loader worker
+    too), stops at an iteration's end with a loadable last.pt; --resume continues from it."""
     out = tmp_path / "run"
     overrides = tiny_overrides(
         prepared_root, data__num_workers=1, solver__max_iters=1000, solver__checkpoint_period=1000
@@ -73,7 +76,7 @@ def test_ctrl_c_writes_a_loadable_checkpoint_and_resume_continues(prepared_root:
             assert process.poll() is None, process.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no training progress within 120 s"
             time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, stop_signal)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -112,6 +115,12 @@ def test_stop_request_defers_the_first_ctrl_c_and_escalates_on_the_second():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)
     assert stop.requested and signal.getsignal(signal.SIGINT) is before
+    terminate = signal.getsignal(signal.SIGTERM)
+    with StopRequest(escalate=True) as stop:  # a scheduler's SIGTERM only asks to stop, however often it comes
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+    assert stop.requested and signal.getsignal(signal.SIGTERM) is terminate
 
 
 def test_dataloader_workers_leave_ctrl_c_to_the_main_process(prepared_root: Path):
