@@ -93,7 +93,8 @@ def test_bad_config_overrides_and_files(prepared_root: Path, checkpoints, tmp_pa
     assert_user_error(run(capsys, "config", "show", "--config", tmp_path / "broken.yaml"), "not valid YAML")
     fuse = ("fuse", "--checkpoint", checkpoints["eps"], "--root", prepared_root, "--out", tmp_path / "pred")
     assert_user_error(
-        run(capsys, *fuse, "--set", "model.backbone=efficientnet-b1"), "fusion.*, inference.* and the decoding"
+        run(capsys, *fuse, "--set", "model.backbone=efficientnet-b1"),
+        "fusion.*, inference.*, data.eval_scale, data.eval_max_size and the decoding",
     )
     assert_user_error(run(capsys, *fuse, "--set", "fusion.nope=1"), "unknown key 'nope'", "score_threshold")
     assert_user_error(run(capsys, *fuse, "--set", "fusion.stuff_area=big"), "fusion.stuff_area", "expected int")
