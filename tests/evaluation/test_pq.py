@@ -182,8 +182,11 @@ CASES = {
 }
 
 
-def _compare_with_reference(gt: dict, pred_json: Path, pred_folder: Path) -> dict:
-    ours = evaluate_panoptic(gt["json"], gt["folder"], pred_json, pred_folder)
+BACKENDS = ["lpsctl", "hotcoco"]  # (the dev install has hotcoco: a missing one fails these tests, never skips them)
+
+
+def _compare_with_reference(gt: dict, pred_json: Path, pred_folder: Path, backend: str = "auto") -> dict:
+    ours = evaluate_panoptic(gt["json"], gt["folder"], pred_json, pred_folder, backend=backend)
     reference = evaluate_panoptic_reference(gt["json"], gt["folder"], pred_json, pred_folder)
     assert ours.keys() == reference.keys() | {"absent"}  # the reference cannot tell absent classes from 0-PQ ones
     assert all(ours["per_class"][name] == {"pq": 0.0, "sq": 0.0, "rq": 0.0} for name in ours["absent"])
@@ -198,21 +201,23 @@ def _compare_with_reference(gt: dict, pred_json: Path, pred_folder: Path) -> dic
     return ours
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_equals_reference(case: str, gt: dict, tmp_path: Path) -> None:
+def test_equals_reference(case: str, backend: str, gt: dict, tmp_path: Path) -> None:
     pred_json, pred_folder = _write_prediction(tmp_path, gt, CASES[case], seed=len(case))
-    ours = _compare_with_reference(gt, pred_json, pred_folder)
+    ours = _compare_with_reference(gt, pred_json, pred_folder, backend)
     if case == "identity":  # every segment but the crowds (unmatched, ignored) is a perfect TP
         assert ours["All"]["pq"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["identity", "perturbed"])
-def test_prepared_dataset_equals_reference(case: str, prepared_root: Path, tmp_path: Path) -> None:
+def test_prepared_dataset_equals_reference(case: str, backend: str, prepared_root: Path, tmp_path: Path) -> None:
     """The GT the shared synthetic dataset gets from `lpsctl data prepare`."""
     folder = prepared_root / "gtFine"
     prepared = _load_gt(folder / "cityscapes_panoptic_val.json", folder / "cityscapes_panoptic_val")
     pred_json, pred_folder = _write_prediction(tmp_path, prepared, CASES[case], seed=11)
-    ours = _compare_with_reference(prepared, pred_json, pred_folder)
+    ours = _compare_with_reference(prepared, pred_json, pred_folder, backend)
     assert ours["All"]["n"] > 0 and ours["Things"]["n"] > 0
 
 
@@ -223,11 +228,26 @@ def test_workers_give_the_same_result(gt: dict, tmp_path: Path) -> None:
     assert parallel == serial  # per-image sums are added in image order either way
 
 
-def test_progress_reports_every_image(gt: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_progress_reports_every_image(gt: dict, tmp_path: Path, backend: str) -> None:
+    """Image by image with lpsctl's counting; hotcoco counts them all in one call: before and after it."""
     pred_json, pred_folder = _write_prediction(tmp_path, gt, _identity, seed=0)
     calls: list[tuple[str, int, int]] = []
-    evaluate_panoptic(gt["json"], gt["folder"], pred_json, pred_folder, progress=lambda *a: calls.append(a))
-    assert calls == [("PQ", done, len(gt["images"])) for done in range(1, len(gt["images"]) + 1)]
+    evaluate_panoptic(
+        gt["json"], gt["folder"], pred_json, pred_folder, progress=lambda *a: calls.append(a), backend=backend
+    )
+    total = len(gt["images"])
+    steps = range(1, total + 1) if backend == "lpsctl" else (0, total)
+    assert calls == [("PQ", done, total) for done in steps]
+
+
+def test_the_workers_and_backends_agree_with_the_default(gt: dict, tmp_path: Path) -> None:
+    pred_json, pred_folder = _write_prediction(tmp_path, gt, _mixed, seed=5)
+    results = [
+        evaluate_panoptic(gt["json"], gt["folder"], pred_json, pred_folder, backend=backend, workers=workers)
+        for backend, workers in (("auto", 1), ("lpsctl", 1), ("lpsctl", 2), ("hotcoco", 2))
+    ]
+    assert all(result == results[0] for result in results[1:])
 
 
 def _edited_prediction(tmp_path: Path, gt: dict, edit: Callable[[dict, Path], None]) -> tuple[Path, Path]:
@@ -312,3 +332,27 @@ def test_no_thing_categories_reports_zero(tmp_path: Path) -> None:
     assert results["Things"] == {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
     assert results["Stuff"] == {"pq": 1.0, "sq": 1.0, "rq": 1.0, "n": 1}
     assert id2label[7].name in results["per_class"]
+
+
+@pytest.mark.parametrize("texture", ["piecewise constant", "noise"])
+def test_pair_counts_equal_a_direct_count(texture: str):
+    """Both ways of counting (GT id, predicted id) pixels — over runs of one pair in reading order, or pixel by pixel
+    when a map has too many runs — equal np.unique over the pixel pairs, ids missing from the keys included."""
+    from lpsctl.evaluation.pq import _pair_counts
+
+    rng = np.random.default_rng(1)
+    gt = np.repeat(np.repeat(rng.choice([0, 7, 26001, 26002, 24000], (16, 32)), 8, 0), 8, 1).astype(np.int32)
+    if texture == "noise":
+        pred = rng.choice([0, 7, 26005, 33000, 99], gt.shape).astype(np.int32)
+    else:
+        pred = np.roll(gt, (3, -5), axis=(0, 1)) + np.where(np.roll(gt, (3, -5), axis=(0, 1)) > 1000, 4, 0)
+        pred[40:60, 100:180] = 99  # an id the keys lack
+    gt_keys, pred_keys = np.array([0, 7, 24000, 26001]), np.array(sorted({0, 7, 24000, 26005, 26006, 33000}))
+    counts = _pair_counts(gt, pred, gt_keys, pred_keys)
+    expected = np.zeros_like(counts)
+    pairs, numbers = np.unique(np.stack([gt.ravel(), pred.ravel()]), axis=1, return_counts=True)
+    for (g, p), number in zip(pairs.T, numbers, strict=True):
+        row = int(np.searchsorted(gt_keys, g)) if g in gt_keys else len(gt_keys)
+        column = int(np.searchsorted(pred_keys, p)) if p in pred_keys else len(pred_keys)
+        expected[row, column] += number
+    assert counts.dtype == np.int64 and np.array_equal(counts, expected) and counts.sum() == gt.size
