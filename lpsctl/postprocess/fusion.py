@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lpsctl.labels import (
@@ -70,18 +71,14 @@ def panoptic_fusion(
     logits = semantic_logits.float()
     stuff_ids = torch.as_tensor(list(stuff_train_ids), device=device)
     thing_ids = torch.as_tensor(list(thing_train_ids), device=device)
-    stuff_value, stuff_channel = logits.index_select(0, stuff_ids).max(0)
-    # the semantic argmax is a thing class: with stuff ids listed first, argmax's tie rule picks stuff on ties
-    semantic_thing = logits.index_select(0, thing_ids).amax(0) > stuff_value
-
+    stuff_value, channel = _channels(logits, stuff_train_ids, stuff_ids).max(0)
     survivors, boxes = _select_instances(instances, score_threshold, overlap_threshold)
-    # -1: a stuff channel won; j: survivor j won
-    winner = _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale)
-
-    # channel per pixel: 0..S-1 a stuff class, S + j survivor j, S + n void
+    # channel per pixel: 0..S-1 a stuff class, S + j survivor j, S + n void. A thing class as the semantic argmax
+    # (stuff listed first, so stuff wins ties) is void unless an instance wins the pixel
     num_stuff, num_survivors = len(stuff_train_ids), len(survivors)
     void_channel = num_stuff + num_survivors
-    channel = torch.where(winner >= 0, winner + num_stuff, torch.where(semantic_thing, void_channel, stuff_channel))
+    channel.masked_fill_(_channels(logits, thing_train_ids, thing_ids).amax(0) > stuff_value, void_channel)
+    _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale, channel, num_stuff)
     areas = torch.bincount(channel.flatten(), minlength=void_channel + 1)
 
     label_ids = torch.as_tensor(list(train_to_label_id), device=device)
@@ -100,9 +97,17 @@ def panoptic_fusion(
         segment_ids[num_stuff:void_channel] = torch.where(present, thing_label * INSTANCE_OFFSET + rank, 0)
         category_ids[num_stuff:void_channel] = thing_label
     return PanopticPrediction(
-        ids=segment_ids[channel].to(torch.int32).cpu().numpy(),
+        ids=segment_ids.to(torch.int32)[channel].cpu().numpy(),
         segments_info=_segments_info(channel, segment_ids, category_ids, areas),
     )
+
+
+def _channels(logits: Tensor, train_ids: Sequence[int], as_tensor: Tensor) -> Tensor:
+    """logits[train_ids]: a view when the ids are consecutive (Cityscapes' stuff 0-10 and things 11-18), else a copy."""
+    first = train_ids[0] if len(train_ids) else 0
+    if list(train_ids) == list(range(first, first + len(train_ids))):
+        return logits.narrow(0, first, len(train_ids))
+    return logits.index_select(0, as_tensor)
 
 
 def semantic_from_panoptic(
@@ -197,8 +202,8 @@ def _mask_boxes(masks: Tensor, indices: list[int]) -> list[Box | None]:
         and masks.shape[2] % 8 == 0
         and masks.storage_offset() % 8 == 0
     ):
-        # eight mask pixels per int64 word: the row test reads 8× fewer elements
-        rows = masks.view(torch.uint8).view(torch.int64).ne(0).any(2)
+        # eight mask pixels per int64 word (0/1 bytes: never negative): the row test reads 8× fewer elements
+        rows = masks.view(torch.uint8).view(torch.int64).amax(2) > 0
     else:
         rows = masks.ne(0).any(2)
     rows = rows[torch.as_tensor(indices, dtype=torch.long, device=masks.device)]
@@ -210,7 +215,9 @@ def _mask_boxes(masks: Tensor, indices: list[int]) -> list[Box | None]:
         if y1 <= y0:
             boxes.append(None)
             continue
-        columns = torch.nonzero(masks[index, y0:y1].ne(0).any(0)).flatten()
+        band = masks[index, y0:y1]
+        columns = torch.nonzero(band.view(torch.uint8).amax(0) if band.dtype == torch.bool else band.ne(0).any(0))
+        columns = columns.flatten()
         boxes.append((int(columns[0]), y0, int(columns[-1]) + 1, y1))
     return boxes
 
@@ -251,14 +258,28 @@ def _outside_maximum(low: Tensor, rows: tuple[Tensor, ...], columns: tuple[Tenso
     pixel interpolates from (a bilinear value never exceeds the values it mixes); −inf when the box is everything."""
     x0, y0, x1, y1 = box
     maxima = []
-    for axis, (lower, upper, _), start, stop in ((0, rows, y0, y1), (1, columns, x0, x1)):
-        used = torch.zeros(low.shape[axis], dtype=torch.bool, device=low.device)
-        used[lower[:start]] = True
-        used[upper[:start]] = True
-        used[lower[stop:]] = True
-        used[upper[stop:]] = True
-        maxima.append(torch.where(used[:, None] if axis == 0 else used[None, :], low, -torch.inf).amax())
-    return float(torch.stack(maxima).amax())
+    # an outside pixel lies in an outside row or an outside column: the largest of those rows' and columns' maxima
+    for line_maxima, (lower, upper, _), start, stop in ((low.amax(1), rows, y0, y1), (low.amax(0), columns, x0, x1)):
+        used = torch.cat([lower[:start], upper[:start], lower[stop:], upper[stop:]])
+        if used.numel():
+            maxima.append(line_maxima[used].amax())
+    return float(torch.stack(maxima).amax()) if maxima else -math.inf
+
+
+def _crop_resize(low: Tensor, factor: tuple[int, int], region: Box) -> Tensor:
+    """`F.interpolate(low, scale ×factor, bilinear)` on `region` only: the low-resolution crop that region reads
+    (one pixel of context on each side, as the interpolation needs) resized by the same factor, then trimmed. With a
+    whole factor the source coordinates of the crop differ from the whole map's by whole pixels, so the weights —
+    and the values — are those of the whole map's resize (at the map's edges both clamp alike)."""
+    x0, y0, x1, y1 = region
+    (fy, fx), (h, w) = factor, low.shape
+    top, left = max(0, y0 // fy - 1), max(0, x0 // fx - 1)
+    bottom, right = min(h, (y1 - 1) // fy + 2), min(w, (x1 - 1) // fx + 2)
+    crop = low[top:bottom, left:right]
+    # size = factor × crop: the scale F.interpolate derives, crop/size, is exactly the whole map's 1/factor
+    resized = F.interpolate(crop[None, None], size=(crop.shape[0] * fy, crop.shape[1] * fx), mode="bilinear")[0, 0]
+    # at a crop edge that is not the map's edge, the clamp differs: the trimmed region never reads those rows
+    return resized[y0 - top * fy : y1 - top * fy, x0 - left * fx : x1 - left * fx]
 
 
 @dataclass
@@ -274,8 +295,14 @@ class _MaskLogitSource:
     region: Box
     bound: float
 
+    #: (rows, columns) output pixels per low-resolution pixel when the resize is by a whole factor (then the region
+    #: is resized by F.interpolate from a crop of `low`, with the same weights as the whole map's resize), else None
+    factor: tuple[int, int] | None = None
+
     def on_region(self, logit_scale: float) -> Tensor:
         x0, y0, x1, y1 = self.region
+        if self.factor is not None:
+            return logit_scale * _crop_resize(self.low, self.factor, self.region)
         rows, columns = tuple(t[y0:y1] for t in self.rows), tuple(t[x0:x1] for t in self.columns)
         return logit_scale * _bilinear(self.low, rows, columns, grid=True)
 
@@ -296,14 +323,16 @@ def _mask_logit_sources(
             rows, columns = _source_index(height, low.shape[0], device), _source_index(width, low.shape[1], device)
             # exact FL on the box plus a margin, where mask logits still rise towards the object
             region = _expand(box, height, width)
+            whole = height % low.shape[0] == 0 and width % low.shape[1] == 0
+            factor = (height // low.shape[0], width // low.shape[1]) if whole else None
         else:
             x0, y0, x1, y1 = box
             crop = instances.masks[index, y0:y1, x0:x1].to(device).bool()
             low = torch.nn.functional.pad(torch.where(crop, 1.0, -1.0), (1, 1, 1, 1), value=-1.0)
             rows, columns = _nearest_index(height, y0, y1, device), _nearest_index(width, x0, x1, device)
-            region = box
+            region, factor = box, None
         bound = _rising_bound(logit_scale * _outside_maximum(low, rows, columns, region))
-        sources.append(_MaskLogitSource(low, rows, columns, region, bound))
+        sources.append(_MaskLogitSource(low, rows, columns, region, bound, factor))
     return sources
 
 
@@ -322,17 +351,19 @@ def _fused_argmax(
     boxes: list[Box],
     thing_ids: Tensor,
     logit_scale: float,
-) -> Tensor:
-    """Tensor[H, W] int64: −1 where the best stuff logit beats every FL, else the survivor whose FL is the largest
-    (steps 3-5). An exact argmax (ties to the earlier channel) computed region by region: outside the region around
-    its box an instance's FL = (σ(A) + ½)·A rises with A, so it can only win pixels whose stuff logit is below the
-    bound from its largest logit there; those few pixels are evaluated one by one."""
+    channel: Tensor,
+    first: int,
+) -> None:
+    """Writes `first` + j into `channel` (Tensor[H, W] int64) where survivor j's FL is the largest and beats the best
+    stuff logit, leaving the other pixels as they are (steps 3-5). An exact argmax (ties to the earlier channel)
+    computed region by region: outside the region around its box an instance's FL = (σ(A) + ½)·A rises with A, so it
+    can only win pixels whose stuff logit is below the bound from its largest logit there; those few pixels are
+    evaluated one by one."""
     height, width = stuff_value.shape
     device = stuff_value.device
-    winner = torch.full((height, width), -1, dtype=torch.long, device=device)
     best = stuff_value.clone()
     if not survivors:
-        return winner
+        return
     classes = instances.classes.tolist()
     sources = _mask_logit_sources(instances, survivors, boxes, (height, width), logit_scale, device)
     # the only pixels any instance could win outside its region, found once
@@ -340,13 +371,16 @@ def _fused_argmax(
     for number, (index, box, source) in enumerate(zip(survivors, boxes, sources, strict=True)):
         (x0, y0, x1, y1), (rx0, ry0, rx1, ry1) = box, source.region
         ml_a = source.on_region(logit_scale)
-        ml_b = torch.zeros_like(ml_a)
-        ml_b[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = logits[thing_ids[classes[index]], y0:y1, x0:x1]
-        fused = (ml_a.sigmoid() + ml_b.sigmoid()) * (ml_a + ml_b)
-        best_region, winner_region = best[ry0:ry1, rx0:rx1], winner[ry0:ry1, rx0:rx1]
+        # FL = (σ(A) + σ(B))·(A + B): B = 0 (σ = ½) on the region, the class's semantic logit inside the box
+        fused = ml_a.sigmoid().add_(0.5).mul_(ml_a)
+        inner = (slice(y0 - ry0, y1 - ry0), slice(x0 - rx0, x1 - rx0))
+        ml_b = logits[thing_ids[classes[index]], y0:y1, x0:x1]
+        a = ml_a[inner]
+        fused[inner] = (a.sigmoid() + ml_b.sigmoid()).mul_(a + ml_b)
+        best_region, channel_region = best[ry0:ry1, rx0:rx1], channel[ry0:ry1, rx0:rx1]
         better = fused > best_region
-        best_region.copy_(torch.where(better, fused, best_region))
-        winner_region.masked_fill_(better, number)
+        torch.maximum(best_region, fused, out=best_region)  # (equal on ties: `better` alone decides the winner)
+        channel_region.masked_fill_(better, first + number)
 
         inside = (low_ys >= ry0) & (low_ys < ry1) & (low_xs >= rx0) & (low_xs < rx1)
         pick = ~inside & (best[low_ys, low_xs] < source.bound)
@@ -357,8 +391,7 @@ def _fused_argmax(
         fused = (ml_a.sigmoid() + 0.5) * ml_a  # ML_B is 0 outside the box
         better = fused > best[ys, xs]
         best[ys[better], xs[better]] = fused[better]
-        winner[ys[better], xs[better]] = number
-    return winner
+        channel[ys[better], xs[better]] = first + number
 
 
 def _rising_bound(largest_logit: float) -> float:
@@ -374,16 +407,21 @@ def _rising_bound(largest_logit: float) -> float:
 def _segments_info(channel: Tensor, segment_ids: Tensor, category_ids: Tensor, areas: Tensor) -> list[dict]:
     """segments_info sorted by id: area and bbox [x, y, w, h] of every non-void channel, from one scatter pass each."""
     height, width = channel.shape
-    count, flat = segment_ids.shape[0], channel.flatten()
-    ys = torch.arange(height, device=channel.device).repeat_interleave(width)
-    xs = torch.arange(width, device=channel.device).repeat(height)
+    count = segment_ids.shape[0]
+    device = channel.device
+    # which channels occur in each row and in each column: one bincount each over (channel, row) / (channel, column)
+    rows = torch.arange(height, device=device)[:, None]
+    columns = torch.arange(width, device=device)[None, :]
+    in_row = torch.bincount((channel * height + rows).flatten(), minlength=count * height).view(count, height) > 0
+    in_column = torch.bincount((channel * width + columns).flatten(), minlength=count * width).view(count, width) > 0
 
-    def reduce(values: Tensor, initial: int, how: str) -> Tensor:
-        start = torch.full((count,), initial, dtype=torch.long, device=channel.device)
-        return start.scatter_reduce(0, flat, values, reduce=how, include_self=True)
+    def first_and_last(present: Tensor) -> tuple[Tensor, Tensor]:
+        positions = torch.arange(present.shape[1], device=device)
+        first = torch.where(present, positions, present.shape[1]).amin(1)
+        return first, torch.where(present, positions, -1).amax(1)
 
-    x0, x1 = reduce(xs, width, "amin"), reduce(xs, -1, "amax")
-    y0, y1 = reduce(ys, height, "amin"), reduce(ys, -1, "amax")
+    x0, x1 = first_and_last(in_column)
+    y0, y1 = first_and_last(in_row)
     table = torch.stack([segment_ids, category_ids, areas, x0, y0, x1 - x0 + 1, y1 - y0 + 1], 1).cpu().tolist()
     segments = [
         {"id": sid, "category_id": category, "area": area, "bbox": [x, y, w, h], "iscrowd": 0}
