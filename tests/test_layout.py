@@ -13,7 +13,18 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "lpsctl"
-LEAF = {"structures", "config", "labels", "errors", "atomic", "jsonfile", "imagefile", "parallel", "__init__"}
+LEAF = {
+    "structures",
+    "config",
+    "labels",
+    "errors",
+    "atomic",
+    "jsonfile",
+    "imagefile",
+    "parallel",
+    "threads",
+    "__init__",
+}
 MIDDLE = {"models", "losses", "postprocess", "data", "evaluation", "visualize"}
 LAYER = {**dict.fromkeys(LEAF, 0), **dict.fromkeys(MIDDLE, 1), "engine": 2, "cli": 3, "__main__": 4}
 CLI_ONLY_MODULES = {"typer", "click", "rich"}

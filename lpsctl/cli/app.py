@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.console import Console
 
-from lpsctl import __version__
+from lpsctl import __version__, threads
 from lpsctl.cli import config_cmd, data, train
 from lpsctl.cli.demo import demo_command
 from lpsctl.cli.deploy import export_command, predict_command
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     # itself. Set for this process before any command imports it (a library user decides for their own process).
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
+        threads.configure()  # OpenMP threads that neither oversubscribe nor spin (before torch is imported)
         app(args=argv, prog_name="lpsctl")
     except LpsctlError as error:
         err_console.print(f"[bold red]error:[/] {user_message(error)}", highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import cv2
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -260,7 +262,10 @@ def _build(
 ) -> _Parts:
     """Model, optimiser, schedule and scaler, restored from `state` when resuming (RNG included), DDP-wrapped."""
     model = build_model(config).to(device)
-    log.info("norm: %s, device: %s, world size: %d", model.norm_name, device, info.world_size)
+    log.info(
+        "norm: %s, device: %s, world size: %d, %d intra-op threads (OpenMP wait policy %s)",
+        model.norm_name, device, info.world_size, torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY", "default"),
+    )  # fmt: skip
     if config.solver.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.solver, config.data.batch_size * info.world_size)
@@ -342,6 +347,7 @@ def _ignore_interrupt(worker_id: int) -> None:
     (the DataLoader's own watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    cv2.setNumThreads(1)  # (torch gives each worker 1 thread; OpenCV's resizes would otherwise use every core)
 
 
 def _validate(

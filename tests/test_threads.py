@@ -1,0 +1,54 @@
+"""The CLI's OpenMP settings: sleeping threads, one per usable core, every user choice kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lpsctl.errors import ConfigError
+from lpsctl.threads import configure, usable_cores
+
+
+def test_defaults_are_passive_threads_one_per_usable_core():
+    environment: dict[str, str] = {}
+    assert "PASSIVE" in configure(environment)
+    assert environment == {"OMP_NUM_THREADS": str(usable_cores()), "OMP_WAIT_POLICY": "PASSIVE"}
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"}),
+        ({"GOMP_SPINCOUNT": "1000"}, {"GOMP_SPINCOUNT": "1000"}),
+        ({"LPSCTL_THREADS": "5"}, {"OMP_NUM_THREADS": "5", "OMP_WAIT_POLICY": "PASSIVE"}),
+        ({"LPSCTL_THREADS": "torch"}, {}),
+    ],
+)
+def test_the_users_choices_are_kept(given: dict[str, str], expected: dict[str, str]):
+    environment = dict(given)
+    configure(environment)
+    assert {k: v for k, v in environment.items() if k != "LPSCTL_THREADS"} == expected | (
+        {"OMP_NUM_THREADS": str(usable_cores())} if given == {"GOMP_SPINCOUNT": "1000"} else {}
+    )
+
+
+def test_a_bad_thread_count_is_a_config_error_and_one_line_from_the_cli():
+    with pytest.raises(ConfigError, match="LPSCTL_THREADS='many'"):
+        configure({"LPSCTL_THREADS": "many"})
+    environment = os.environ | {"LPSCTL_THREADS": "0"}
+    result = subprocess.run([sys.executable, "-m", "lpsctl", "config", "show"], env=environment, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.startswith("error: LPSCTL_THREADS='0'"), result.stderr
+
+
+def test_torch_in_an_lpsctl_process_uses_the_chosen_threads():
+    """The settings reach torch: set before it is imported (OpenMP reads them when it starts)."""
+    probe = "import sys; from lpsctl import threads; threads.configure(); import torch; print(torch.get_num_threads())"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "LPSCTL_"))}
+    result = subprocess.run([sys.executable, "-c", probe], env=environment | {"LPSCTL_THREADS": "1"},
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.stdout.split() == ["1"], result.stderr
