@@ -1,4 +1,5 @@
-"""Instance mask AP with pycocotools' COCOeval (segm) on the Cityscapes COCO-format instance JSON (SPEC §2).
+"""Instance mask AP with COCOeval (segm) on the Cityscapes COCO-format instance JSON (SPEC §2): pycocotools', or
+hotcoco's drop-in port where it is installed (the same numbers).
 
 Results may name images by COCO id, by Cityscapes image id (the GT JSON's `cs_image_id` field) or by file name.
 """
@@ -47,17 +48,36 @@ def encode_results(
     ]
 
 
-def evaluate_masks(gt_json: str | Path, results: str | Path | list[dict[str, Any]]) -> dict[str, Any]:
+def coco_classes(backend: str = "auto") -> tuple[Any, Any]:
+    """(COCO, COCOeval) of the evaluator `backend` names: "pycocotools", "hotcoco" (its pycocotools-compatible Rust
+    port: the same precision arrays and numbers, 10-20× faster here; `benchmarks/mask_ap.py`), or "auto" (hotcoco
+    where installed)."""
+    if backend in ("auto", "hotcoco"):
+        try:
+            import hotcoco
+
+            return hotcoco.COCO, hotcoco.COCOeval
+        except ImportError:
+            if backend == "hotcoco":
+                raise DataError("mask AP backend 'hotcoco' asked for but not installed: pip install hotcoco") from None
+    return COCO, COCOeval
+
+
+def evaluate_masks(
+    gt_json: str | Path, results: str | Path | list[dict[str, Any]], *, backend: str = "auto"
+) -> dict[str, Any]:
     """Mask AP of `results` (a list of {image_id, category_id, segmentation (RLE), score} or a JSON file of one).
 
     Returns fractions in [0, 1]: AP (IoU .50:.95), AP50, AP75, APs/APm/APl (None where COCOeval has no GT of that size)
-    and per_class {category name: AP or None when the class has no GT}. No results at all give AP 0.
+    and per_class {category name: AP or None when the class has no GT}. No results at all give AP 0. `backend`: see
+    `coco_classes`.
     """
     gt_json = Path(gt_json)
     if not gt_json.is_file():
         raise DataError(f"COCO instance JSON not found: {gt_json} (run `lpsctl data prepare`)")
+    coco, coco_eval = coco_classes(backend)
     with contextlib.redirect_stdout(io.StringIO()) as output:
-        gt = COCO(str(gt_json))
+        gt = coco(str(gt_json))
     detections = _map_image_ids(_load_results(results), gt, gt_json)
     names = {category["id"]: category["name"] for category in gt.dataset.get("categories", [])}
     if not detections:
@@ -68,7 +88,7 @@ def evaluate_masks(gt_json: str | Path, results: str | Path | list[dict[str, Any
             "per_class": {n: 0.0 if c in has_gt else None for c, n in names.items()},
         }
     with contextlib.redirect_stdout(output):
-        evaluator = COCOeval(gt, gt.loadRes(detections), iouType="segm")
+        evaluator = coco_eval(gt, gt.loadRes(detections), "segm")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

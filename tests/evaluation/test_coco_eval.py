@@ -146,3 +146,18 @@ def test_prepared_dataset_ground_truth_scores_one(prepared_root: Path) -> None:
     scores = evaluate_masks(gt_json, results)
     assert scores["AP"] == pytest.approx(1.0)
     assert all(value is None or value == pytest.approx(1.0) for value in scores["per_class"].values())
+
+
+def test_hotcoco_gives_pycocotools_numbers(gt_json: Path) -> None:
+    """`lpsctl eval --masks` counts with hotcoco where installed (the dev install has it): every summary number and
+    every per-class AP equal to pycocotools' COCOeval on results with mistakes, false positives and crowds."""
+    results = _gt_as_results({1: 1, 2: 2})
+    rng = np.random.default_rng(0)
+    noisy = [dict(result, score=float(rng.random())) for result in results]
+    noisy[0]["category_id"] = 26  # a person labelled car
+    noisy += encode_results(2, _mask(5, 60, 5, 120)[None], [0.95], [26])  # a car half the GT car's size
+    noisy += encode_results(1, _mask(0, 9, 0, 9)[None], [0.9], [26])  # a false positive
+    reference = evaluate_masks(gt_json, noisy, backend="pycocotools")
+    assert evaluate_masks(gt_json, noisy, backend="hotcoco") == reference
+    assert evaluate_masks(gt_json, noisy) == reference
+    assert 0 < reference["AP"] < 1
