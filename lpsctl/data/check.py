@@ -60,7 +60,7 @@ def check(
     """Problems of the dataset at `root` (empty when complete and prepared); `splits=None` checks every split folder.
 
     Every image needs its gtFine files and every gtFine file its image; the prepared JSONs must parse and list every
-    image. By default every PNG and polygons JSON is also read in full (`workers` threads; `progress(description,
+    image. By default every PNG and polygons JSON is also read in full (`workers` processes; `progress(description,
     done, total)` per image): truncated files, sizes that differ from the image's, panoptic PNG ids that differ from
     their JSON segments. `quick` reads PNG headers only.
     """
@@ -165,7 +165,8 @@ def _decoded_problems(
         segment_ids[str(entry.get("image_id"))] = {int(s["id"]) for s in info if isinstance(s, dict) and "id" in s}
     tasks = [(paths, segment_ids.get(paths.image_id)) for paths in items]
     problems: list[str] = []
-    for done, found in enumerate(parallel_map(_read_in_full, tasks, workers), start=1):
+    # processes: libspng (pyspng) decodes holding the GIL
+    for done, found in enumerate(parallel_map(_read_in_full, tasks, workers, processes=True), start=1):
         problems += found
         if progress is not None:
             progress(f"check {split}", done, len(tasks))

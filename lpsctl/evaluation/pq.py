@@ -1,7 +1,7 @@
 """Fast panoptic quality (SPEC §5): cityscapesscripts' evalPanopticSemanticLabeling algorithm, same numbers.
 
 Per image one bincount over paired (GT segment, predicted segment) indices replaces the reference's two `np.unique`
-sorts; images run in a thread pool. `lpsctl.evaluation.reference` wraps the official code for comparison.
+sorts; images run in worker processes. `lpsctl.evaluation.reference` wraps the official code for comparison.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def evaluate_panoptic(
     Returns {"All" | "Things" | "Stuff": {"pq", "sq", "rq", "n"}, "per_class": {name: {"pq", "sq", "rq"}},
     "absent": [names]} as fractions, averaged over the categories with TP + FP + FN > 0 (n of them; 0.0 when n = 0,
     where the reference divides by zero); `absent` lists the others (no ground truth, no prediction). `workers`
-    threads read and count images; `progress(description, done, total)` is called after every image.
+    processes read and count images (lpsctl backend); `progress(description, done, total)` is called after every image.
     """
     gt, pred = read_panoptic_json(gt_json), read_panoptic_json(pred_json)
     categories = {category["id"]: category for category in gt.get("categories", [])}

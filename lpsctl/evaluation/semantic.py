@@ -63,7 +63,8 @@ def evaluate_semantic(
     if not pairs:
         raise DataError("no images to evaluate the semantic segmentation of")
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), dtype=np.int64)
-    for done, image_confusion in enumerate(parallel_map(_image_confusion, pairs, workers), 1):
+    # processes: libspng (pyspng) decodes holding the GIL
+    for done, image_confusion in enumerate(parallel_map(_image_confusion, pairs, workers, processes=True), 1):
         confusion += image_confusion
         if progress is not None:
             progress("mIoU", done, len(pairs))
