@@ -81,9 +81,13 @@ class SOLOv2PostProcessor:
             strides.append(torch.full((kernels[-1].shape[0],), stride, device=features.device))
         cell_scores = torch.cat(scores)
         cells, classes = (cell_scores > self.score_threshold).nonzero(as_tuple=True)
+        # in descending category score, so that measuring can stop once no later candidate can reach the nms_pre best
+        by_score = torch.argsort(cell_scores[cells, classes], descending=True, stable=True)
+        cells, classes = cells[by_score], classes[by_score]
+        category_scores = cell_scores[cells, classes]
         candidate_kernels = torch.cat(kernels)[cells]
-        area, maskness = self._measure(candidate_kernels, features)
-        candidate_scores = cell_scores[cells, classes] * maskness
+        area, maskness = self._measure(candidate_kernels, features, category_scores, torch.cat(strides)[cells])
+        candidate_scores = category_scores * maskness
         keep_index = (area > torch.cat(strides)[cells]).nonzero().squeeze(1)
         order = keep_index[torch.argsort(candidate_scores[keep_index], descending=True)][: self.nms_pre]
 
@@ -114,17 +118,30 @@ class SOLOv2PostProcessor:
             raise ValueError(f"image size {image_size} exceeds the padded input {(padded_height, padded_width)}")
         return features[:, : -(-image_size[0] // stride), : -(-image_size[1] // stride)]
 
-    def _measure(self, kernels: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+    def _measure(
+        self, kernels: Tensor, features: Tensor, category_scores: Tensor, minimum_area: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Binary area and maskness (mean probability inside the binary mask) of each candidate, Tensor[N] each,
-        a chunk at a time (memory stays bounded however many cells pass)."""
+        a chunk at a time (memory stays bounded however many cells pass), candidates in descending category score.
+
+        Exact early stop: a candidate's final score (category score × maskness, maskness ≤ 1) never exceeds its
+        category score, so once nms_pre measured candidates that keep their mask (area > `minimum_area`) score above
+        every later category score, no later candidate can enter the nms_pre best: they are left unmeasured (area
+        0, dropped like an empty mask). With `solo.score_threshold=0` this bounds the work by nms_pre, not by S²·C."""
         area = torch.zeros(len(kernels), device=features.device)
         maskness = torch.zeros(len(kernels), device=features.device)
+        best = torch.zeros(0, device=features.device)  # the final scores of the nms_pre best kept so far
         for start in range(0, len(kernels), _CANDIDATE_CHUNK):
+            if len(best) >= self.nms_pre and float(best[-1]) > float(category_scores[start]):
+                break
             chunk = slice(start, start + _CANDIDATE_CHUNK)
             probabilities = dynamic_mask_logits(kernels[chunk], features).sigmoid()
             binary = probabilities > self.mask_threshold
             area[chunk] = binary.sum(dim=(1, 2)).float()
             maskness[chunk] = (probabilities * binary).sum(dim=(1, 2)) / area[chunk].clamp(min=1)
+            kept = area[chunk] > minimum_area[chunk]
+            final = (category_scores[chunk] * maskness[chunk])[kept]
+            best = torch.sort(torch.cat([best, final]), descending=True).values[: self.nms_pre]
         return area, maskness
 
 

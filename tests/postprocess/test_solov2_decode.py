@@ -152,3 +152,37 @@ def test_bad_inputs():
         decode_solov2(quiet_outputs(), [(HEIGHT, WIDTH)] * 2, [(HEIGHT, WIDTH)] * 2, CFG)
     with pytest.raises(ValueError, match="exceeds the padded input"):
         decode_solov2(quiet_outputs(), [(HEIGHT + 32, WIDTH)], [(HEIGHT, WIDTH)], CFG)
+
+
+def test_measuring_stops_once_no_later_candidate_can_enter_the_nms_pre_best(monkeypatch: pytest.MonkeyPatch):
+    """With every local maximum a candidate (`score_threshold=0`), candidates are measured in descending category
+    score and measuring stops when no later one can reach the nms_pre best (final score ≤ category score): the same
+    instances as measuring all of them, with a fraction of the mask computations (counted by a wrapper around the
+    real op)."""
+    import lpsctl.postprocess.solov2_decode as decode
+
+    generator = torch.Generator().manual_seed(2)
+    outputs = SoloOutputs(
+        category_per_level=[3 * torch.randn(1, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
+        kernel_per_level=[torch.randn(1, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
+        mask_features=torch.randn(1, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
+    )
+    cfg = replace(CFG, score_threshold=0.0, nms_pre=30)
+    measured: list[int] = []
+    real = decode.dynamic_mask_logits
+
+    def counting(kernels: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        measured.append(len(kernels))
+        return real(kernels, features)
+
+    monkeypatch.setattr(decode, "dynamic_mask_logits", counting)
+    results = {}
+    for chunk in (16, 1_000_000):
+        measured.clear()
+        monkeypatch.setattr(decode, "_CANDIDATE_CHUNK", chunk)
+        results[chunk] = (decode_solov2(outputs, [(HEIGHT, WIDTH)], [(HEIGHT, WIDTH)], cfg)[0], sum(measured))
+    (early, early_count), (whole, whole_count) = results[16], results[1_000_000]
+    candidates = whole_count - cfg.nms_pre  # every local maximum of the category maps (point NMS zeroes the rest)
+    assert candidates > 1000 and early_count < candidates * 3 // 4  # (random kernels: maskness ≈ 0.6)
+    assert len(whole) > 0 and torch.equal(early.masks, whole.masks) and torch.equal(early.classes, whole.classes)
+    assert torch.allclose(early.scores, whole.scores) and torch.allclose(early.mask_logits, whole.mask_logits)
