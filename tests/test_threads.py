@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from lpsctl.errors import ConfigError
-from lpsctl.threads import configure, usable_cores
+from lpsctl.threads import configure, other_runnable_tasks, usable_cores
 
 
-def test_defaults_are_passive_threads_one_per_usable_core():
+def test_one_thread_per_usable_core_and_sleeping_waits_when_the_cores_are_busy():
     environment: dict[str, str] = {}
-    assert "PASSIVE" in configure(environment)
+    assert "PASSIVE" in configure(environment, contended=True)
     assert environment == {"OMP_NUM_THREADS": str(usable_cores()), "OMP_WAIT_POLICY": "PASSIVE"}
+    environment = {}
+    configure(environment, contended=False)  # an idle machine: OpenMP's own (spinning) waits, the fastest there
+    assert environment == {"OMP_NUM_THREADS": str(usable_cores())}
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_busy_processes_are_seen_as_contention():
+    """Processes spinning on every core are counted among the runnable tasks (the kernel's own count)."""
+    stop = time.monotonic() + 5
+    spinners = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(max(1, usable_cores()))]
+    for process in spinners:
+        process.start()
+    try:
+        time.sleep(0.5)
+        assert other_runnable_tasks() >= max(1, usable_cores() // 2)
+        environment: dict[str, str] = {}
+        configure(environment)
+        assert environment["OMP_WAIT_POLICY"] == "PASSIVE"
+    finally:
+        for process in spinners:
+            process.terminate()
+            process.join()
+
+
+def _spin(stop: float) -> None:
+    while time.monotonic() < stop:
+        pass
 
 
 @pytest.mark.parametrize(
@@ -24,13 +52,13 @@ def test_defaults_are_passive_threads_one_per_usable_core():
     [
         ({"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"}),
         ({"GOMP_SPINCOUNT": "1000"}, {"GOMP_SPINCOUNT": "1000"}),
-        ({"LPSCTL_THREADS": "5"}, {"OMP_NUM_THREADS": "5", "OMP_WAIT_POLICY": "PASSIVE"}),
+        ({"LPSCTL_THREADS": "5"}, {"OMP_NUM_THREADS": "5", "OMP_WAIT_POLICY": "PASSIVE"}),  # (contended here)
         ({"LPSCTL_THREADS": "torch"}, {}),
     ],
 )
 def test_the_users_choices_are_kept(given: dict[str, str], expected: dict[str, str]):
     environment = dict(given)
-    configure(environment)
+    configure(environment, contended=True)
     assert {k: v for k, v in environment.items() if k != "LPSCTL_THREADS"} == expected | (
         {"OMP_NUM_THREADS": str(usable_cores())} if given == {"GOMP_SPINCOUNT": "1000"} else {}
     )

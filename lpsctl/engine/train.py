@@ -133,9 +133,11 @@ class _Loop:
         try:
             with distributed.StopRequest(escalate=not info.enabled) as stop:
                 while self.iteration < solver.max_iters:
-                    values = self.parts.step(
-                        next(batches).to(self.device), self.config, info, self.iteration, self.run_dir
-                    )
+                    waited = time.perf_counter()
+                    batch = next(batches)  # the time spent waiting for it is the data loader's share
+                    data_seconds = time.perf_counter() - waited
+                    values = self.parts.step(batch.to(self.device), self.config, info, self.iteration, self.run_dir)
+                    values["data_s"] = data_seconds
                     self.iteration += 1
                     # solver.max_minutes: this iteration becomes the last one (final validation, last.pt)
                     out_of_time = self.budget.update(info) >= 1.0
