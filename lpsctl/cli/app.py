@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     # itself. Set for this process before any command imports it (a library user decides for their own process).
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
-        threads.configure()  # OpenMP threads that neither oversubscribe nor spin (before torch is imported)
+        threads.configure()  # one OpenMP thread per usable core, sleeping waits on busy cores (before torch)
         app(args=argv, prog_name="lpsctl")
     except LpsctlError as error:
         err_console.print(f"[bold red]error:[/] {user_message(error)}", highlight=False, soft_wrap=True)
