@@ -87,6 +87,22 @@ def profile(backbone: str, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def torchvision_anchor(args: argparse.Namespace) -> dict[str, float]:
+    """torchvision's Mask R-CNN R50-FPN forward at the same size (its transform keeps 1024×2048: min_size = height,
+    max_size = width), as a familiar reference for time and achieved GFLOP/s."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    device = torch.device(args.device)
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=args.height, max_size=args.width)
+    model = model.eval().to(device)
+    images = [torch.rand(3, args.height, args.width, device=device)]
+    with torch.inference_mode():
+        seconds, _ = best_time(lambda: model(images), args.repeats, device)
+        with FlopCounterMode(display=False) as counter:
+            model(images)
+    return {"seconds": seconds, "gflops": counter.get_total_flops() / 1e9}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", nargs="+", default=["b5", "b0"])
@@ -96,6 +112,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", default="off", choices=["off", *AMP_DTYPES])
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--no-anchor", action="store_true", help="skip torchvision's maskrcnn_resnet50_fpn")
     args = parser.parse_args()
     device = torch.device(args.device)
     peak = matmul_peak_gflops(device, AMP_DTYPES.get(args.amp, torch.float32))
@@ -107,6 +124,11 @@ def main() -> None:
     layout = ", channels-last" if args.channels_last else ""
     size = f"1×3×{args.height}×{args.width}"
     print(f"{machine}; {precision} matmul peak {peak:.1f} GFLOP/s; input {size}{layout}, best of {args.repeats}")
+    anchor = None if args.no_anchor else torchvision_anchor(args)
+    if anchor is not None:
+        print(f"anchor: torchvision maskrcnn_resnet50_fpn (random weights, min_size={args.height}): "
+              f"{anchor['seconds']:.2f} s, {anchor['gflops']:.0f} GFLOP, {anchor['gflops'] / anchor['seconds']:.1f} "
+              "GFLOP/s")  # fmt: skip
     for backbone in args.backbones:
         result = profile(backbone, args)
         achieved = result["gflops"] / result["network_seconds"]
@@ -118,6 +140,9 @@ def main() -> None:
             print(f"| {stage} | {result[stage]:.3f} |")
         print(f"network forward: {result['gflops']:.0f} GFLOP, {achieved:.1f} GFLOP/s = {100 * achieved / peak:.0f} % "
               "of the matmul peak")  # fmt: skip
+        if anchor is not None:
+            print(f"against maskrcnn_resnet50_fpn: {result['network_seconds'] / anchor['seconds']:.2f}× its time, "
+                  f"{achieved / (anchor['gflops'] / anchor['seconds']):.2f}× its GFLOP/s")  # fmt: skip
 
 
 if __name__ == "__main__":
