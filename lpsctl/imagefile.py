@@ -38,7 +38,8 @@ def _decode_fast(path: Path, as_mode: str | None = None) -> tuple[np.ndarray, st
 
 def _check_chunks(data: bytes) -> None:
     """ValueError unless every chunk of a PNG is whole, its CRC right, and IEND present (zlib's CRC runs at GB/s:
-    microseconds for a compressed label map)."""
+    microseconds for a compressed label map). Not checked: the zlib stream's own Adler-32, which libspng skips, so a
+    writer that stored damaged compressed data under correct chunk CRCs goes unnoticed (PIL would see it)."""
     position, view = 8, memoryview(data)
     while position + 12 <= len(data):
         (length,) = struct.unpack_from(">I", data, position)

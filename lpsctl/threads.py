@@ -64,7 +64,7 @@ def configure(environment: MutableMapping[str, str] | None = None, *, contended:
     if choice == "torch":
         return "threads: torch's defaults (LPSCTL_THREADS=torch)"
     if choice:
-        if not choice.isdigit() or int(choice) < 1:
+        if not (choice.isascii() and choice.isdigit()) or int(choice) < 1:
             raise ConfigError(f"LPSCTL_THREADS={choice!r}: give a number of threads ≥ 1, or 'torch'")
         environment["OMP_NUM_THREADS"] = choice
     else:

@@ -82,7 +82,7 @@ class PanopticTransform:
         (0 = none). ignore: bool[H, W] (crowd). Returns the transformed maps, see `Transformed`."""
         factor = shrink_factor(image.shape[:2], *self.shrink_to) if self.shrink_to else 1.0
         if factor < 1.0:
-            size = (round(image.shape[1] * factor), round(image.shape[0] * factor))  # cv2: (width, height)
+            size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))  # (width, height)
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             semantic, instances, ignore = (
                 cv2.resize(np.asarray(m), size, interpolation=cv2.INTER_NEAREST_EXACT)

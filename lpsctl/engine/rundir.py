@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from lpsctl.errors import CheckpointError, LpsctlError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"  # pid and host of the process writing the run folder
+#: the holder touches its lock this often; a lock from another host untouched for LOCK_STALE_S is a dead run's
+LOCK_HEARTBEAT_S, LOCK_STALE_S = 60.0, 300.0
 #: config sections that define the network: a checkpoint only resumes into the same ones
 MODEL_SECTIONS = ("model", "semantic", "solo", "maskrcnn")
 
@@ -31,19 +34,23 @@ class RunDir:
     _writer: Any = field(default=None, init=False, repr=False)
     _writer_checked: bool = field(default=False, init=False, repr=False)
     _locked: bool = field(default=False, init=False, repr=False)
+    _heartbeat: threading.Event | None = field(default=None, init=False, repr=False)
 
     def holder(self) -> tuple[int, str] | None:
         """(pid, host) of another running process that holds the folder's lock; None when free, held by this process
-        or left by a killed run."""
+        or left by a killed run: on this host, a pid that no longer runs; on another host (a requeued cluster job
+        lands elsewhere), a lock its holder stopped touching LOCK_STALE_S ago."""
         lock = self.path / LOCK_NAME
         if not lock.exists():
             return None
         pid, host = _lock_holder(lock)
-        if pid is None and time.time() - _mtime(lock) < 10:
+        age = time.time() - _mtime(lock)
+        if pid is None and age < 10:
             return -1, "this host (starting)"  # a lock being written right now
-        if pid is None or (pid, host) == (os.getpid(), socket.gethostname()) or not _running(pid, host):
+        if pid is None or (pid, host) == (os.getpid(), socket.gethostname()):
             return None
-        return pid, host
+        alive = _running(pid, host) if host == socket.gethostname() else age < LOCK_STALE_S
+        return (pid, host) if alive else None
 
     def lock(self) -> None:
         """Claim the folder for this process (`run.lock`: pid and host, created exclusively): a second writer is
@@ -66,6 +73,7 @@ class RunDir:
             with os.fdopen(descriptor, "w") as file:
                 file.write(f"{os.getpid()} {socket.gethostname()}\n")
             self._locked = True
+            self._heartbeat = _start_heartbeat(lock)
             return
         raise LpsctlError(f"cannot lock run folder {self.path}: {lock} keeps reappearing")
 
@@ -106,6 +114,9 @@ class RunDir:
             self._writer.close()
         self._writer, self._writer_checked = None, False
         if self._locked:
+            if self._heartbeat is not None:
+                self._heartbeat.set()
+                self._heartbeat = None
             (self.path / LOCK_NAME).unlink(missing_ok=True)
             self._locked = False
 
@@ -204,6 +215,22 @@ def _iteration_of(line: str) -> float:
         return math.inf
 
 
+def _start_heartbeat(lock: Path) -> threading.Event:
+    """Touch `lock` every LOCK_HEARTBEAT_S from a daemon thread until the returned event is set (or the process
+    dies, which is the point: a lock from another host is judged by its age)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            try:
+                os.utime(lock)
+            except OSError:
+                return
+
+    threading.Thread(target=beat, name="run-lock-heartbeat", daemon=True).start()
+    return stop
+
+
 def _holds_a_run(path: Path, existing: list[Path]) -> str:
     return (
         f"run folder {path} already holds a run ({', '.join(p.name for p in existing)}): pass --resume to continue "
@@ -228,7 +255,7 @@ def _lock_holder(lock: Path) -> tuple[int | None, str]:
 
 
 def _running(pid: int, host: str) -> bool:
-    """Whether process `pid` runs (a process on another host is assumed to)."""
+    """Whether process `pid` runs on this host (for another host: see `RunDir.holder`)."""
     if host != socket.gethostname():
         return True
     try:

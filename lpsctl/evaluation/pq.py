@@ -6,6 +6,7 @@ sorts; images run in worker processes. `lpsctl.evaluation.reference` wraps the o
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def evaluate_panoptic(
         if progress is not None:
             progress("PQ", len(tasks), len(tasks))
         return _average(*counted, categories)
-    if backend == "hotcoco":
+    if backend == "hotcoco" and importlib.util.find_spec("hotcoco") is None:
         raise DataError("evaluation backend 'hotcoco' asked for but not installed: pip install hotcoco")
     statistics = np.zeros((3, len(categories)), dtype=np.int64)
     iou_sums = np.zeros(len(categories), dtype=np.float64)
@@ -102,12 +103,13 @@ def _hotcoco_statistics(
         from hotcoco import panoptic
     except ImportError:
         return None
-    images = [{"id": number, "file_name": task[0].name} for number, task in enumerate(tasks, 1)]
+    names = [(str(task[0].relative_to(gt_folder)), str(task[1].relative_to(pred_folder))) for task in tasks]
+    images = [{"id": number, "file_name": gt_name} for number, (gt_name, _) in enumerate(names, 1)]
     gt = {"images": images, "categories": list(categories.values()), "annotations": []}
     pred = {"images": images, "categories": list(categories.values()), "annotations": []}
-    for number, (gt_path, pred_path, gt_segments, pred_segments, *_) in enumerate(tasks, 1):
-        gt["annotations"].append({"image_id": number, "file_name": gt_path.name, "segments_info": gt_segments})
-        pred["annotations"].append({"image_id": number, "file_name": pred_path.name, "segments_info": pred_segments})
+    for number, ((gt_name, pred_name), task) in enumerate(zip(names, tasks, strict=True), 1):
+        gt["annotations"].append({"image_id": number, "file_name": gt_name, "segments_info": task[2]})
+        pred["annotations"].append({"image_id": number, "file_name": pred_name, "segments_info": task[3]})
     try:
         evaluation = panoptic.PanopticEval(gt, pred, gt_folder=str(gt_folder), pred_folder=str(pred_folder))
         evaluation.evaluate()

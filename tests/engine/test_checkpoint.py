@@ -111,3 +111,31 @@ def test_metrics_go_to_jsonl_and_to_tensorboard_when_installed(tmp_path: Path):
     except ImportError:
         return  # optional: without it there are only the JSON lines
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_a_lock_from_another_host_counts_until_its_holder_stops_touching_it(tmp_path: Path, monkeypatch):
+    """A requeued cluster job lands on another node: the lock a killed run left there is stale once it has not been
+    touched for LOCK_STALE_S; while its holder lives, a heartbeat thread keeps touching it."""
+    import os
+    import time
+
+    from lpsctl.engine import rundir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    lock = run.path / rundir.LOCK_NAME
+    lock.write_text("4242 node-elsewhere\n")
+    with pytest.raises(LpsctlError, match="in use by process 4242 on node-elsewhere"):
+        run.lock()
+    old = time.time() - rundir.LOCK_STALE_S - 1
+    os.utime(lock, (old, old))
+    run.lock()  # taken over
+    assert lock.read_text().split()[0] == str(os.getpid())
+    run.close()
+    monkeypatch.setattr(rundir, "LOCK_HEARTBEAT_S", 0.05)
+    run.lock()
+    os.utime(lock, (old, old))
+    time.sleep(0.5)
+    assert time.time() - lock.stat().st_mtime < 1  # the holder's heartbeat touched it again
+    run.close()
+    assert not lock.exists()
