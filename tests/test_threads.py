@@ -65,8 +65,9 @@ def test_the_users_choices_are_kept(given: dict[str, str], expected: dict[str, s
 
 
 def test_a_bad_thread_count_is_a_config_error_and_one_line_from_the_cli():
-    with pytest.raises(ConfigError, match="LPSCTL_THREADS='many'"):
-        configure({"LPSCTL_THREADS": "many"})
+    for bad in ("many", "0", "²", "-2"):
+        with pytest.raises(ConfigError, match=f"LPSCTL_THREADS={bad!r}"):
+            configure({"LPSCTL_THREADS": bad})
     environment = os.environ | {"LPSCTL_THREADS": "0"}
     result = subprocess.run([sys.executable, "-m", "lpsctl", "config", "show"], env=environment, capture_output=True,
                             text=True, timeout=60)  # fmt: skip

@@ -217,3 +217,18 @@ def test_bad_train_config_is_a_clear_error(changes, message):
 def test_bad_eval_scale_is_a_clear_error():
     with pytest.raises(ConfigError, match="eval_scale"):
         build_eval_transform(DataConfig(eval_scale=0.0))
+
+
+@pytest.mark.parametrize("size", [(300, 900), (1, 900), (900, 1)])
+def test_eval_transform_shrinks_a_longer_side_above_eval_max_size(size):
+    """data.eval_max_size caps the longer side (after eval_scale); the other side keeps the aspect, never below 1."""
+    cfg = replace(DataConfig(), eval_max_size=300)
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    semantic = np.zeros(size, np.uint8)
+    out = build_eval_transform(cfg)(image, semantic, np.zeros(size, np.int32), np.zeros(size, bool))
+    assert max(out.image.shape[:2]) == 300 and min(out.image.shape[:2]) >= 1
+    assert out.semantic.shape == out.image.shape[:2] == out.instances.shape
+    crop = semantic[:100, :200].shape
+    small = build_eval_transform(cfg)(image[:100, :200], semantic[:100, :200], np.zeros(crop, np.int32),
+                                      np.zeros(crop, bool))  # fmt: skip
+    assert small.image.shape[:2] == crop  # below the cap: untouched
