@@ -282,6 +282,11 @@ def _grey_png(content: dict, folder: Path) -> None:
     Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(folder / content["annotations"][0]["file_name"])
 
 
+def _palette_png(content: dict, folder: Path) -> None:
+    path = folder / content["annotations"][0]["file_name"]
+    Image.open(path).convert("RGB").quantize(colors=64).save(path)  # the same segments, as a palette (mode P) PNG
+
+
 def _small_png(content: dict, folder: Path) -> None:
     Image.fromarray(np.zeros((HEIGHT, WIDTH // 2, 3), np.uint8)).save(folder / content["annotations"][0]["file_name"])
 
@@ -295,6 +300,7 @@ def _small_png(content: dict, folder: Path) -> None:
         (_bad_category, r"unknown category ids \[29\]"),
         (_delete_png, "panoptic PNG not found"),
         (_grey_png, "must be RGB"),
+        (_palette_png, "must be RGB"),  # (hotcoco would take it: left to lpsctl's evaluator, the same either way)
         (_small_png, "differs from the ground truth"),
     ],
 )
