@@ -19,13 +19,31 @@ _SPNG_FORMATS = {0: "L", 2: "RGB", 6: "RGBA"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def png_format(header: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's first 26 bytes (IHDR is the first chunk: bytes 24 and 25); None when
+    they are not a PNG's."""
+    if len(header) < 26 or header[:8] != _PNG_SIGNATURE:
+        return None
+    return header[24], header[25]
+
+
+def is_8bit_rgb_png(path: Path) -> bool:
+    """Whether the file's PNG header says 8-bit RGB or RGBA (reads 26 bytes)."""
+    try:
+        with open(path, "rb") as file:
+            found = png_format(file.read(26))
+    except OSError:
+        return False
+    return found is not None and found[0] == 8 and found[1] in (2, 6)
+
+
 def _decode_fast(path: Path, as_mode: str | None = None) -> tuple[np.ndarray, str] | None:
     """(pixels, the file's PIL mode) of an 8-bit grayscale, RGB or RGBA PNG decoded by libspng (pyspng: 4-19×
     faster than PIL here, CRCs checked), as `as_mode` when given, else as stored; None for every other file, which
     PIL reads. DataError when libspng finds it corrupt or truncated."""
     data = path.read_bytes()
-    # IHDR is the first chunk: width, height, bit depth (byte 24), colour type (byte 25)
-    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[24] != 8 or data[25] not in _SPNG_FORMATS:
+    found = png_format(data)
+    if found is None or found[0] != 8 or found[1] not in _SPNG_FORMATS:
         return None
     mode = _SPNG_FORMATS[data[25]]
     try:

@@ -40,7 +40,7 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def other_runnable_tasks(samples: int = 5, interval: float = 0.01) -> int:
+def other_runnable_tasks(samples: int = 3, interval: float = 0.005) -> int:
     """Tasks other than this one that are running or runnable right now (median of a few reads of /proc/loadavg's
     running count); 0 where it cannot be read."""
     counts = []

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lpsctl.errors import DataError
-from lpsctl.imagefile import read_panoptic_png
+from lpsctl.imagefile import is_8bit_rgb_png, read_panoptic_png
 from lpsctl.jsonfile import read_panoptic_json
 from lpsctl.parallel import parallel_map
 
@@ -107,7 +107,7 @@ def _hotcoco_statistics(
     # left to lpsctl's evaluator, so that a file passes or fails the same way with and without hotcoco
     if any("area" not in segment for task in tasks for segment in task[2]):
         return None
-    if not all(_is_rgb_png(path) for task in tasks for path in task[:2]):
+    if not all(is_8bit_rgb_png(path) for task in tasks for path in task[:2]):
         return None
     names = [(str(task[0].relative_to(gt_folder)), str(task[1].relative_to(pred_folder))) for task in tasks]
     images = [{"id": number, "file_name": gt_name} for number, (gt_name, _) in enumerate(names, 1)]
@@ -131,16 +131,6 @@ def _hotcoco_statistics(
         statistics[:, position] = (entry["tp"], entry["fp"], entry["fn"])
         iou_sums[position] = entry["iou"]
     return statistics, iou_sums
-
-
-def _is_rgb_png(path: Path) -> bool:
-    """Whether the PNG header says 8-bit RGB or RGBA (IHDR's bit depth and colour type)."""
-    try:
-        with open(path, "rb") as file:
-            header = file.read(26)
-    except OSError:
-        return False
-    return len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[24] == 8 and header[25] in (2, 6)
 
 
 def _pair_annotations(gt: dict, pred: dict, pred_json: Path) -> list[tuple[dict, dict]]:
