@@ -76,6 +76,8 @@ def test_each_command_writes_a_complete_run_folder(cli_run: tuple[Mode, Path]):
         terms = {key for key in line if key.startswith("loss_")}
         assert terms == LOSS_TERMS[mode]
         assert math.isfinite(line["loss"]) and line["loss"] == pytest.approx(sum(line[key] for key in terms), rel=1e-5)
+        # the wait for the batch is part of the time between two step ends (images_per_s = batch 2 / that time)
+        assert 0 <= line["data_s"] <= 2 / line["images_per_s"] + 1e-3
     headline = "val/pq" if mode == "eps" else "val/ap"
     validations = [line for line in metrics_lines(run) if headline in line]
     assert [line["iteration"] for line in validations] == [2, 3]
