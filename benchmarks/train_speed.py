@@ -4,8 +4,12 @@ Each case runs a few SGD iterations of `PanopticNet` (forward, losses, backward,
 with a few square instances, after one warm-up iteration. Peak memory is the child's max RSS on CPU, or
 `torch.cuda.max_memory_allocated` on CUDA.
 
+Every case runs in each precision of --amp and each memory layout of --layouts (NCHW, channels-last with the images
+converted too), and its images/s is printed as a ratio to the first setting (fp32 NCHW by default), measured in the
+same run.
+
 Run: python benchmarks/train_speed.py [--iterations 3] [--device cpu|cuda] [--cases b0:256x512:4 b5:512x1024:1]
-     [--norms torch iabn] [--amp off|fp16|bf16] [--channels-last]
+     [--norms torch iabn] [--amp off bf16 fp16] [--layouts nchw cl]
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ def run_case(backbone: str, height: int, width: int, batch: int, norm: str, args
     config = load_config(None, overrides)
     model = build_model(config).to(args.device).train()
     criterion = build_criterion(config, semantic=True, instance_geometry=model.instance_geometry)
+    images = torch.randn(batch, 3, height, width, device=args.device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+        images = images.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    images = torch.randn(batch, 3, height, width, device=args.device)
     semantic = torch.randint(0, 19, (batch, height, width), device=args.device)
     masks = torch.zeros(4, height, width, dtype=torch.bool, device=args.device)
     for k in range(4):  # four squares of growing size
@@ -83,13 +88,15 @@ def main() -> None:
     parser.add_argument("--norms", nargs="+", default=["torch", "iabn"])
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"])
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--amp", nargs="+", default=["off"], choices=["off", "fp16", "bf16"])
+    parser.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "cl"])
+    parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)  # a child's layout
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         backbone, size, batch, norm = args.child.split(":")
         height, width = map(int, size.split("x"))
+        args.amp = args.amp[0]
         print(json.dumps(run_case(backbone, height, width, int(batch), norm, args)))
         return
     from lpsctl.models.norm import iabn_available
@@ -97,20 +104,29 @@ def main() -> None:
     norms = [n for n in args.norms if n != "iabn" or iabn_available()]
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":")[1].strip() for line in cpuinfo if "model name" in line), platform.machine())
-    print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}, amp {args.amp}, "
-          f"channels_last {args.channels_last}, {args.iterations} timed iterations after 1 warm-up")  # fmt: skip
-    print("| model | input | batch | norm | s/iteration | images/s | peak memory (GiB) |")
-    print("|---|---|---:|---|---:|---:|---:|")
+    print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}, "
+          f"{args.iterations} timed iterations after 1 warm-up")  # fmt: skip
+    print(
+        "| model | input | batch | norm | precision | layout | s/iteration | images/s | × first | peak memory (GiB) |"
+    )
+    print("|---|---|---:|---|---|---|---:|---:|---:|---:|")
     for case in args.cases:
         backbone, size, batch = case.split(":")
         for norm in norms:
-            command = [sys.executable, __file__, "--child", f"{case}:{norm}", "--iterations", str(args.iterations),
-                       "--device", args.device, "--amp", args.amp]  # fmt: skip
-            command += ["--channels-last"] if args.channels_last else []
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            result = json.loads(output)
-            print(f"| {backbone.upper()} | {size} | {batch} | {norm} | {result['seconds_per_iteration']:.2f} | "
-                  f"{result['images_per_s']:.2f} | {result['peak_gib']:.2f} |")  # fmt: skip
+            anchor = None
+            for amp in args.amp:
+                for layout in args.layouts:
+                    command = [sys.executable, __file__, "--child", f"{case}:{norm}", "--iterations",
+                               str(args.iterations), "--device", args.device, "--amp", amp]  # fmt: skip
+                    command += ["--channels-last"] if layout == "cl" else []
+                    run = subprocess.run(command, check=True, capture_output=True, text=True)
+                    result = json.loads(run.stdout.strip().splitlines()[-1])
+                    anchor = anchor or result["images_per_s"]
+                    precision = "fp32" if amp == "off" else amp
+                    ratio = result["images_per_s"] / anchor
+                    print(f"| {backbone.upper()} | {size} | {batch} | {norm} | {precision} | {layout} | "
+                          f"{result['seconds_per_iteration']:.2f} | {result['images_per_s']:.2f} | {ratio:.2f} | "
+                          f"{result['peak_gib']:.2f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

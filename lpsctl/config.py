@@ -169,6 +169,7 @@ class InferenceConfig:
     precision: Precision = "fp16"  # autocast at inference: fp16 on CUDA only (fp32 on CPU), bf16 on CUDA and CPU
     channels_last: bool = True  # NHWC input and weights at inference
     fold_norms: bool = True  # fold batch norms into the convolutions before them (exact up to float rounding)
+    compile: bool = False  # torch.compile the network (inductor): compiles at the first image of each input size
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,9 @@ def _replace_fields(section: Any, values: dict[str, Any], source: str) -> Any:
     return replace(section, **checked)
 
 
+_YAML_BOOLEAN_WORDS = {False: ("off", "no", "n", "false"), True: ("on", "yes", "y", "true")}
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check `value` against the type `hint`, converting lists to tuples and ints to floats where declared."""
     origin, args = get_origin(hint), get_args(hint)
@@ -360,6 +364,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 continue
         raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes unquoted as booleans: `amp: off` means "off"
+            words = [arg for arg in args if isinstance(arg, str) and arg.lower() in _YAML_BOOLEAN_WORDS[value]]
+            value = words[0] if len(words) == 1 else value
         if value in args:
             return value
         raise ConfigError(f"{where}: expected one of {', '.join(map(str, args))}, got {value!r}")

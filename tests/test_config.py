@@ -71,6 +71,18 @@ def test_values_are_converted_to_the_declared_types():
         load_config(None, ["solver.max_iters=true"])  # a bool is not a number here
 
 
+def test_unquoted_off_is_the_word_off_where_a_setting_takes_words(tmp_path):
+    """YAML 1.1 reads off/on/no/yes as booleans; a setting whose values are words gets the word back (the user
+    typed `--set solver.amp=off`, not a boolean), and a boolean setting still takes booleans."""
+    config = load_config(None, ["solver.amp=off", "inference.precision=off", "model.pretrained=off"])
+    assert config.solver.amp == "off" and config.inference.precision == "off" and config.model.pretrained is False
+    path = tmp_path / "recipe.yaml"
+    path.write_text("solver:\n  amp: off\ninference:\n  precision: Off\n")
+    assert load_config(path).solver.amp == "off" and load_config(path).inference.precision == "off"
+    with pytest.raises(ConfigError, match=r"model.norm: expected one of auto, iabn, torch, got False"):
+        load_config(None, ["model.norm=off"])  # no word of that meaning among its values
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -38,17 +38,50 @@ ONNX_OPSET = 17
 
 
 class TorchNetwork:
-    """A PanopticNet run as `config.inference` says: precision (autocast) and memory format."""
+    """A PanopticNet run as `config.inference` says: precision (autocast), memory format (a channels-last input makes
+    every convolution run in NHWC; the weights are left as they are, so a model in training is not changed) and
+    torch.compile (compiled at the first call of each input size)."""
 
     def __init__(self, model: PanopticNet, config: Config, device: torch.device) -> None:
         self.model, self.config, self.device = model, config, device
+        self._forward: Callable[[Tensor], PanopticOutputs] = model
+        if config.inference.compile:
+            if device.type == "cpu":
+                _check_cpp_compiler()
+            self._forward = torch.compile(model)  # type: ignore[assignment]
 
     def __call__(self, images: Tensor) -> PanopticOutputs:
         images = images.to(self.device)
         if self.config.inference.channels_last:
             images = images.to(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.config.inference.precision, self.device):
-            return self.model(images)
+            if not self.config.inference.compile:
+                return self._forward(images)
+            from torch._dynamo.exc import TorchDynamoException
+
+            try:
+                return self._forward(images)
+            except TorchDynamoException as error:  # dynamo's and inductor's (no C++ compiler, an unsupported op)
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise LpsctlError(
+                    f"torch.compile failed ({type(error).__name__}: {first[:200]}); run without "
+                    "--set inference.compile=true"
+                ) from None
+
+
+def _check_cpp_compiler() -> None:
+    """torch.compile on the CPU generates C++: without a working compiler it would fail only after minutes of
+    tracing, so the missing compiler is named before."""
+    from torch._inductor import cpp_builder
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except InvalidCxxCompiler as error:
+        raise LpsctlError(
+            f"--set inference.compile=true on the CPU needs a C++ compiler ({error}); install g++ or clang++, or "
+            "run without it"
+        ) from None
 
 
 class FlatNetwork(nn.Module):

@@ -48,11 +48,22 @@ def matrix_nms(
         raise ValueError("matrix_nms: scores must be sorted in descending order")
     if count == 0:
         return scores.clone()
-    same_label = labels[:, None] == labels[None, :]
-    overlap = (mask_iou_matrix(masks, mask_area) * same_label).triu(diagonal=1)  # [i, j]: i above j
+    # masks of different labels never decay each other, so each label's masks are one block: the cost falls by the
+    # number of labels present, and the result is that of the full matrix (intersections are exact integer counts)
+    decay = torch.ones_like(scores)
+    area = masks.flatten(1).sum(dim=1) if mask_area is None else mask_area
+    for label in torch.unique(labels).tolist():
+        block = (labels == label).nonzero().squeeze(1)  # still in descending score
+        decay[block] = _block_decay(masks[block], area[block], kernel=kernel, sigma=sigma)
+    return scores * decay
+
+
+def _block_decay(masks: Tensor, mask_area: Tensor, *, kernel: str, sigma: float) -> Tensor:
+    """Tensor[N] decay factors of same-label masks sorted by descending score (matrix_nms's formula)."""
+    overlap = mask_iou_matrix(masks, mask_area).triu(diagonal=1)  # [i, j]: i above j
     compensate = overlap.amax(dim=0)  # [N]: for each mask, its largest overlap with a higher-scored one
     if kernel == "gaussian":
         decay = torch.exp(-sigma * overlap.square()) / torch.exp(-sigma * compensate.square())[:, None]
     else:
         decay = (1 - overlap) / (1 - compensate).clamp(min=_TINY)[:, None]
-    return scores * decay.amin(dim=0)
+    return decay.amin(dim=0).clamp(max=1.0)

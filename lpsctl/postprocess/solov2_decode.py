@@ -86,15 +86,14 @@ class SOLOv2PostProcessor:
         cells, classes = cells[by_score], classes[by_score]
         category_scores = cell_scores[cells, classes]
         candidate_kernels = torch.cat(kernels)[cells]
-        area, maskness = self._measure(candidate_kernels, features, category_scores, torch.cat(strides)[cells])
+        minimum_area = torch.cat(strides)[cells]
+        area, maskness, measured = self._measure(candidate_kernels, features, category_scores, minimum_area)
         candidate_scores = category_scores * maskness
-        keep_index = (area > torch.cat(strides)[cells]).nonzero().squeeze(1)
+        keep_index = (area > minimum_area).nonzero().squeeze(1)
         order = keep_index[torch.argsort(candidate_scores[keep_index], descending=True)][: self.nms_pre]
 
-        logits = dynamic_mask_logits(candidate_kernels[order], features)  # the nms_pre best, again
-        probabilities = logits.sigmoid()
         decayed = matrix_nms(
-            probabilities > self.mask_threshold,
+            measured.masks_of(order),
             classes[order],
             candidate_scores[order],
             kernel=self.nms_kernel,
@@ -103,12 +102,11 @@ class SOLOv2PostProcessor:
         )
         survivors = (decayed >= self.update_threshold).nonzero().squeeze(1)
         ranked = survivors[torch.argsort(decayed[survivors], descending=True)][: self.max_per_image]
+        logits = dynamic_mask_logits(candidate_kernels[order[ranked]], features)  # the few that are returned, again
         masks = _full_resolution_masks(
-            probabilities[ranked], image_size, original_size, self.mask_threshold, self.geometry.mask_stride
+            logits.sigmoid(), image_size, original_size, self.mask_threshold, self.geometry.mask_stride
         )
-        return Instances(
-            masks=masks, scores=decayed[ranked], classes=classes[order][ranked].long(), mask_logits=logits[ranked]
-        )
+        return Instances(masks=masks, scores=decayed[ranked], classes=classes[order][ranked].long(), mask_logits=logits)
 
     def _cropped_features(self, features: Tensor, image_size: tuple[int, int]) -> Tensor:
         """Tensor[E, h, w] mask features without the padding (never an object: cropped before areas and maskness)."""
@@ -120,9 +118,10 @@ class SOLOv2PostProcessor:
 
     def _measure(
         self, kernels: Tensor, features: Tensor, category_scores: Tensor, minimum_area: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Binary area and maskness (mean probability inside the binary mask) of each candidate, Tensor[N] each,
-        a chunk at a time (memory stays bounded however many cells pass), candidates in descending category score.
+    ) -> tuple[Tensor, Tensor, _MeasuredMasks]:
+        """Binary area and maskness (mean probability inside the binary mask) of each candidate, Tensor[N] each, and
+        the binary masks of the best measured ones, a chunk at a time (memory stays bounded however many cells pass),
+        candidates in descending category score.
 
         Exact early stop: a candidate's final score (category score × maskness, maskness ≤ 1) never exceeds its
         category score, so once nms_pre measured candidates that keep their mask (area > `minimum_area`) score above
@@ -131,18 +130,57 @@ class SOLOv2PostProcessor:
         area = torch.zeros(len(kernels), device=features.device)
         maskness = torch.zeros(len(kernels), device=features.device)
         best = torch.zeros(0, device=features.device)  # the final scores of the nms_pre best kept so far
+        measured = _MeasuredMasks(len(kernels), self.nms_pre, features)
         for start in range(0, len(kernels), _CANDIDATE_CHUNK):
             if len(best) >= self.nms_pre and float(best[-1]) > float(category_scores[start]):
                 break
             chunk = slice(start, start + _CANDIDATE_CHUNK)
-            probabilities = dynamic_mask_logits(kernels[chunk], features).sigmoid()
-            binary = probabilities > self.mask_threshold
-            area[chunk] = binary.sum(dim=(1, 2)).float()
-            maskness[chunk] = (probabilities * binary).sum(dim=(1, 2)) / area[chunk].clamp(min=1)
+            # probabilities above the mask threshold, 0 elsewhere (in place: one tensor per chunk); > 0 is then
+            # exactly probability > mask_threshold, because the threshold is ≥ 0
+            probabilities = dynamic_mask_logits(kernels[chunk], features).sigmoid_()
+            inside = F.threshold(probabilities, self.mask_threshold, 0.0, inplace=True)
+            area[chunk] = torch.count_nonzero(inside, dim=(1, 2)).float()
+            maskness[chunk] = inside.sum(dim=(1, 2)) / area[chunk].clamp(min=1)
             kept = area[chunk] > minimum_area[chunk]
             final = (category_scores[chunk] * maskness[chunk])[kept]
             best = torch.sort(torch.cat([best, final]), descending=True).values[: self.nms_pre]
-        return area, maskness
+            cutoff = float(best[-1]) if len(best) >= self.nms_pre else None
+            measured.add(kept.nonzero().squeeze(1) + start, inside[kept] > 0, final, cutoff)
+        return area, maskness, measured
+
+
+class _MeasuredMasks:
+    """The binary masks of measured candidates that may still be among the nms_pre best, so that Matrix NMS does not
+    compute them again. Holds at most 2 · nms_pre + one chunk: past that, those scored below the nms_pre-th best are
+    dropped (ties with it stay, so any order of equal scores finds its masks)."""
+
+    def __init__(self, count: int, nms_pre: int, features: Tensor) -> None:
+        self.nms_pre, self.size = nms_pre, 0
+        self.row = torch.full((count,), -1, dtype=torch.long, device=features.device)  # candidate → row of masks
+        empty = torch.zeros(0, *features.shape[-2:], dtype=torch.bool, device=features.device)
+        self.parts: list[tuple[Tensor, Tensor, Tensor]] = [(self.row[:0], features.new_zeros(0), empty)]
+
+    def add(self, candidates: Tensor, masks: Tensor, scores: Tensor, cutoff: float | None) -> None:
+        """Adds a chunk's kept candidates; `cutoff`: the nms_pre-th best final score so far (None: fewer kept)."""
+        self.parts.append((candidates, scores, masks))
+        self.size += len(candidates)
+        if cutoff is not None and self.size > 2 * self.nms_pre:
+            candidates, scores, masks = self._joined()
+            stay = (scores >= cutoff).nonzero().squeeze(1)
+            self.parts, self.size = [(candidates[stay], scores[stay], masks[stay])], len(stay)
+
+    def _joined(self) -> tuple[Tensor, Tensor, Tensor]:
+        candidates, scores, masks = (torch.cat(part) for part in zip(*self.parts, strict=True))
+        return candidates, scores, masks
+
+    def masks_of(self, candidates: Tensor) -> Tensor:
+        """Tensor[len(candidates), h, w] bool: the masks of candidates that are among the nms_pre best."""
+        stored, _, masks = self._joined()
+        self.row[stored] = torch.arange(len(stored), device=self.row.device)
+        rows = self.row[candidates]
+        if bool((rows < 0).any()):
+            raise AssertionError("a candidate among the nms_pre best was not kept while measuring")
+        return masks[rows]
 
 
 def _full_resolution_masks(

@@ -247,3 +247,37 @@ def test_coco_image_ids(prepared_root: Path):
     assert sorted(ids) == [item.image_id for item in list_images(prepared_root, "val")]
     assert sorted(ids.values()) == list(range(1, len(ids) + 1))
     assert coco_image_ids(coco_json(prepared_root, "test")) == {}
+
+
+def test_memory_format_changes_the_outputs_only_by_float_rounding(checkpoints):
+    """inference.channels_last (default) runs the convolutions in NHWC: the raw outputs stay those of NCHW, and the
+    model's own weights are not converted (validation during training must not change the model it runs)."""
+    from lpsctl.engine.deploy import TorchNetwork, flatten
+
+    images = torch.randn(2, 3, 128, 256, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for channels_last in (False, True):
+        model, config = load_model(checkpoints["eps"], CPU, overrides=[f"inference.channels_last={channels_last}"])
+        network = TorchNetwork(model, config, CPU)
+        outputs[channels_last] = flatten(network(images))
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        assert conv.weight.is_contiguous()
+        # the semantic logits come out of NHWC convolutions in NHWC (a 19-channel tensor is never both by chance)
+        assert outputs[channels_last][0].is_contiguous(memory_format=torch.channels_last) == channels_last
+    for nchw, nhwc in zip(outputs[False], outputs[True], strict=True):
+        assert torch.allclose(nchw, nhwc, atol=1e-4, rtol=1e-4)
+
+
+def test_compile_without_a_cpp_compiler_is_one_line_before_any_tracing(checkpoints, tmp_path, monkeypatch, capsys):
+    import torch._inductor.config as inductor
+
+    from tests.cli_runner import run_lpsctl
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
+    Image.fromarray(np.zeros((64, 128, 3), dtype=np.uint8)).save(tmp_path / "street.png")
+    folder = tmp_path / "out"
+    code = run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out", folder,
+                      "--set", "inference.compile=true")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "inference.compile=true on the CPU needs a C++ compiler" in err, err
+    assert "Traceback" not in err and not folder.exists()
