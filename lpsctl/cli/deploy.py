@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from lpsctl.cli.options import SET, progress_bar
+from lpsctl.cli.options import COMPILE, PRECISION, SET, inference_overrides, progress_bar
 from lpsctl.cli.predict import DEVICE, resolve_device
 from lpsctl.errors import LpsctlError
 
@@ -27,6 +27,8 @@ def predict_command(
     every: int = typer.Option(1, "--every", min=1, help="Predict every N-th frame of a video."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Predict again frames whose result exists."),
     overrides: list[str] | None = SET,
+    precision: str | None = PRECISION,
+    compile_: bool = COMPILE,
     device: str | None = DEVICE,
 ) -> None:
     """Panoptic segmentation of your own images and videos, in COCO panoptic format (resumable: frames whose
@@ -40,20 +42,23 @@ def predict_command(
 
     if (checkpoint is None) == (model is None):
         raise LpsctlError("give the network with either --checkpoint (a train eps checkpoint) or --model (an export)")
+    if model is not None and (precision is not None or compile_):
+        raise LpsctlError("--precision and --compile run a checkpoint's network; an export runs as it was exported")
+    overrides = inference_overrides(overrides, precision, compile_)
     if out.exists() and not out.is_dir():
         raise LpsctlError(f"--out {out} is a file: give a folder for the predictions")
     found = expand_sources(sources)
     target = resolve_device(device)
     runner: Network
     if checkpoint is not None:
-        network, config = load_model(checkpoint, target, need="semantic", overrides=overrides or ())
+        network, config = load_model(checkpoint, target, need="semantic", overrides=overrides)
         runner, input_size, geometry = TorchNetwork(network, config, target), None, network.instance_geometry
     else:
         assert model is not None
         exported = ExportedNetwork(model, target)
         if not exported.semantic:
             raise LpsctlError(f"{model} has no semantic head: predict needs an export of a `train eps` model")
-        config = runtime_overrides(exported.config, overrides or ())
+        config = runtime_overrides(exported.config, overrides)
         runner, input_size, geometry = exported, exported.input_size, instance_geometry(exported.config)
     postprocessor = build_postprocessor(config, instance_geometry=geometry)
     with progress_bar(status=True) as update:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from lpsctl.cli.options import ROOT, SET, progress_bar
+from lpsctl.cli.options import COMPILE, PRECISION, ROOT, SET, inference_overrides, progress_bar
 from lpsctl.errors import LpsctlError
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ def export_masks_command(
     device: str | None = DEVICE,
     overwrite: bool = OVERWRITE,
     overrides: list[str] | None = SET,
+    precision: str | None = PRECISION,
+    compile_: bool = COMPILE,
 ) -> None:
     """Run the instance head over a split; write its instances as COCO results (RLE, keyed by image id).
     `--set` takes decoding thresholds, e.g. maskrcnn.score_threshold=0.05 for mask AP."""
@@ -71,7 +73,8 @@ def export_masks_command(
     if out.exists() and not overwrite:
         raise LpsctlError(f"{out} exists: pass --overwrite or another --out")
     target = resolve_device(device)
-    model, config = load_model(checkpoint, target, need="instance", overrides=overrides or ())
+    overrides = inference_overrides(overrides, precision, compile_)
+    model, config = load_model(checkpoint, target, need="instance", overrides=overrides)
     dataset = split_dataset(config, root, split)
     coco_ids = coco_image_ids(coco_json(root, split))
     with progress_bar() as update:
@@ -87,6 +90,8 @@ def fuse_command(
     masks: Path | None = typer.Option(None, "--masks", help="Masks from `export-masks` instead of the model's own."),
     out: Path = typer.Option(..., "--out", "-o", help="Prediction folder: panoptic.json, panoptic/, semantic/."),
     overrides: list[str] | None = SET,
+    precision: str | None = PRECISION,
+    compile_: bool = COMPILE,
     device: str | None = DEVICE,
     overwrite: bool = OVERWRITE,
 ) -> None:
@@ -98,7 +103,8 @@ def fuse_command(
     check_output(out, overwrite=overwrite)  # before the slow part: refuse to overwrite at once
     target = resolve_device(device)
     # fusion thresholds and inference settings may be set at fuse time; the network is the checkpoint's
-    model, config = load_model(checkpoint, target, need="semantic", overrides=overrides or ())
+    overrides = inference_overrides(overrides, precision, compile_)
+    model, config = load_model(checkpoint, target, need="semantic", overrides=overrides)
     dataset = split_dataset(config, root, split)
     exported = None
     if masks is not None:

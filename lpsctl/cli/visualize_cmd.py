@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from lpsctl.cli.options import SET, progress_bar
+from lpsctl.cli.options import COMPILE, PRECISION, SET, inference_overrides, progress_bar
 from lpsctl.cli.predict import DEVICE, resolve_device
 from lpsctl.errors import LpsctlError
 
@@ -21,6 +21,8 @@ def visualize_command(
     images: Path | None = typer.Option(None, "--images", help="With a prediction folder: where the input images are."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Put the input image left of the overlay."),
     overrides: list[str] | None = SET,
+    precision: str | None = PRECISION,
+    compile_: bool = COMPILE,
     device: str | None = DEVICE,
 ) -> None:
     """Draw stuff in the Cityscapes palette and every instance in its own colour with contour, label and legend.
@@ -38,6 +40,7 @@ def visualize_command(
             raise LpsctlError("images need a model: pass --checkpoint (or give a prediction folder from `lpsctl fuse`)")
         with progress_bar() as update:
             written = overlay_predictions(
-                paths, checkpoint, out, resolve_device(device), side_by_side, update, overrides=overrides or ()
-            )
+                paths, checkpoint, out, resolve_device(device), side_by_side, update,
+                overrides=inference_overrides(overrides, precision, compile_),
+            )  # fmt: skip
     console.print(f"[green]wrote[/] {len(written)} overlay(s) to {out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -20,7 +21,11 @@ def point_nms(probabilities: Tensor) -> Tensor:
 
     probabilities: Tensor[C, S, S] → Tensor[C, S, S].
     """
-    pooled = F.max_pool2d(probabilities[None], kernel_size=2, stride=1, padding=1)[0, :, :-1, :-1]
+    # the 2×2 window ending at each cell, as max_pool2d(kernel 2, stride 1, padding 1) sees it (padding is −inf),
+    # from three shifted maxima: on these small grids max_pool2d's per-call cost was ~6× this
+    padded = F.pad(probabilities, (1, 0, 1, 0), value=-math.inf)
+    pooled = torch.maximum(torch.maximum(padded[:, 1:, 1:], padded[:, :-1, 1:]), padded[:, :-1, :-1])
+    pooled = torch.maximum(pooled, padded[:, 1:, :-1])
     return probabilities * (pooled == probabilities)
 
 

@@ -281,3 +281,25 @@ def test_compile_without_a_cpp_compiler_is_one_line_before_any_tracing(checkpoin
     err = capsys.readouterr().err
     assert code == 2 and "inference.compile=true on the CPU needs a C++ compiler" in err, err
     assert "Traceback" not in err and not folder.exists()
+
+
+def test_precision_and_compile_flags_are_the_inference_settings(checkpoints, tmp_path, capsys):
+    """--precision bf16 runs the network in bf16 (the same as --set inference.precision=bf16); an export cannot take
+    it; a wrong value names the choices."""
+    from lpsctl.cli.options import inference_overrides
+    from tests.cli_runner import run_lpsctl
+
+    assert inference_overrides(["fusion.score_threshold=0.3"], "bf16", True) == [
+        "fusion.score_threshold=0.3", "inference.precision=bf16", "inference.compile=true"
+    ]  # fmt: skip
+    Image.fromarray(np.zeros((64, 128, 3), dtype=np.uint8)).save(tmp_path / "street.png")
+    assert run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out",
+                      tmp_path / "bf16", "--precision", "bf16") == 0  # fmt: skip
+    assert (tmp_path / "bf16" / "panoptic.json").is_file()
+    capsys.readouterr()
+    code = run_lpsctl("predict", tmp_path / "street.png", "--model", tmp_path / "model.onnx", "--out",
+                      tmp_path / "onnx", "--precision", "bf16")  # fmt: skip
+    assert code == 2 and "an export runs as it was exported" in capsys.readouterr().err
+    code = run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out",
+                      tmp_path / "fp8", "--precision", "fp8")  # fmt: skip
+    assert code == 2 and "inference.precision: expected one of off, fp16, bf16" in capsys.readouterr().err

@@ -147,6 +147,17 @@ def test_point_nms_keeps_local_maxima_of_2x2_windows():
     assert torch.equal(kept, expected)
 
 
+@pytest.mark.parametrize("size", [1, 2, 12, 40])
+def test_point_nms_equals_solov2s_max_pool_formulation_with_ties(size: int):
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(size)
+    for levels in (4, 1000):  # few levels: many ties between neighbours
+        heat = (torch.rand(8, size, size, generator=generator) * levels).round() / levels
+        pooled = F.max_pool2d(heat[None], kernel_size=2, stride=1, padding=1)[0, :, :-1, :-1]
+        assert torch.equal(point_nms(heat), heat * (pooled == heat))
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="1 images in the outputs but 2 image sizes"):
         decode_solov2(quiet_outputs(), [(HEIGHT, WIDTH)] * 2, [(HEIGHT, WIDTH)] * 2, CFG)
