@@ -167,7 +167,7 @@ class SolverConfig:
 @dataclass(frozen=True)
 class InferenceConfig:
     precision: Precision = "fp16"  # autocast at inference: fp16 on CUDA only (fp32 on CPU), bf16 on CUDA and CPU
-    channels_last: bool = True  # NHWC input and weights at inference
+    channels_last: bool = True  # NHWC input at inference: every convolution then runs in NHWC (weights untouched)
     fold_norms: bool = True  # fold batch norms into the convolutions before them (exact up to float rounding)
     compile: bool = False  # torch.compile the network (inductor): compiles at the first image of each input size
 

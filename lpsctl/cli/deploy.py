@@ -42,9 +42,13 @@ def predict_command(
 
     if (checkpoint is None) == (model is None):
         raise LpsctlError("give the network with either --checkpoint (a train eps checkpoint) or --model (an export)")
-    if model is not None and (precision is not None or compile_):
-        raise LpsctlError("--precision and --compile run a checkpoint's network; an export runs as it was exported")
     overrides = inference_overrides(overrides, precision, compile_)
+    network_keys = ("inference.precision", "inference.compile", "inference.channels_last", "inference.fold_norms")
+    if model is not None and any(item.partition("=")[0].strip() in network_keys for item in overrides):
+        raise LpsctlError(
+            "--precision, --compile and --set inference.* run a checkpoint's network; an export runs as it was "
+            "exported (its fusion.* and decoding thresholds can still be set)"
+        )
     if out.exists() and not out.is_dir():
         raise LpsctlError(f"--out {out} is a file: give a folder for the predictions")
     found = expand_sources(sources)

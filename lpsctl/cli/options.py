@@ -24,13 +24,13 @@ PRECISION = typer.Option(
     None,
     "--precision",
     help="Autocast of the network (= --set inference.precision): off (fp32); fp16 (CUDA; fp32 on a CPU); bf16 (CUDA, "
-    "and CPUs with avx512_bf16 or AMX: 2-2.5x there, outputs within bf16 rounding).",
+    "and CPUs with avx512_bf16 or AMX: ~1.9x the fp32 default there, outputs within bf16 rounding).",
 )
 COMPILE = typer.Option(
     False,
     "--compile",
     help="torch.compile the network (= --set inference.compile=true): minutes to compile each input size, then "
-    "faster (B5 at 1024x2048 on a CPU: 1.2-1.3x); pays off over many images of one size.",
+    "faster (B5 at 1024x2048 on a CPU: ~1.2x); pays off over many images of one size.",
 )
 
 

@@ -33,6 +33,11 @@ def visualize_command(
     from lpsctl.engine.visualize import overlay_predictions, render_prediction_folder
 
     if len(inputs) == 1 and (Path(inputs[0]) / "panoptic.json").is_file():
+        if checkpoint is not None or overrides or precision is not None or compile_:
+            raise LpsctlError(
+                f"{inputs[0]} is a prediction folder, drawn as it is: --checkpoint, --set, --precision and --compile "
+                "run a model on images"
+            )
         written = render_prediction_folder(Path(inputs[0]), out, images=images, side_by_side=side_by_side)
     else:
         paths = expand_image_paths(inputs)

@@ -70,8 +70,8 @@ class TorchNetwork:
 
 
 def _check_cpp_compiler() -> None:
-    """torch.compile on the CPU generates C++: without a working compiler it would fail only after minutes of
-    tracing, so the missing compiler is named before."""
+    """torch.compile on the CPU generates C++: without a compiler it would fail only after minutes of tracing, so a
+    missing one is named before (other build failures are still caught, after tracing, by TorchNetwork)."""
     from torch._inductor import cpp_builder
     from torch._inductor.exc import InvalidCxxCompiler
 

@@ -141,8 +141,9 @@ class SOLOv2PostProcessor:
                 break
             chunk = slice(start, start + _CANDIDATE_CHUNK)
             # probabilities above the mask threshold, 0 elsewhere (in place: one tensor per chunk); > 0 is then
-            # exactly probability > mask_threshold, because the threshold is ≥ 0
-            probabilities = dynamic_mask_logits(kernels[chunk], features).sigmoid_()
+            # exactly probability > mask_threshold, because the threshold is ≥ 0. A NaN (an overflowed fp16 head)
+            # is background, as `probability > threshold` made it, rather than an area of unknown value
+            probabilities = dynamic_mask_logits(kernels[chunk], features).sigmoid_().nan_to_num_(nan=0.0)
             inside = F.threshold(probabilities, self.mask_threshold, 0.0, inplace=True)
             area[chunk] = torch.count_nonzero(inside, dim=(1, 2)).float()
             maskness[chunk] = inside.sum(dim=(1, 2)) / area[chunk].clamp(min=1)
@@ -156,8 +157,8 @@ class SOLOv2PostProcessor:
 
 class _MeasuredMasks:
     """The binary masks of measured candidates that may still be among the nms_pre best, so that Matrix NMS does not
-    compute them again. Holds at most 2 · nms_pre + one chunk: past that, those scored below the nms_pre-th best are
-    dropped (ties with it stay, so any order of equal scores finds its masks)."""
+    compute them again. Holds at most 2 · nms_pre + one chunk, plus any ties with the nms_pre-th best: past that, those
+    scored below it are dropped (ties with it stay, so any order of equal scores finds its masks)."""
 
     def __init__(self, count: int, nms_pre: int, features: Tensor) -> None:
         self.nms_pre, self.size = nms_pre, 0

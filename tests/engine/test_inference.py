@@ -300,6 +300,12 @@ def test_precision_and_compile_flags_are_the_inference_settings(checkpoints, tmp
     code = run_lpsctl("predict", tmp_path / "street.png", "--model", tmp_path / "model.onnx", "--out",
                       tmp_path / "onnx", "--precision", "bf16")  # fmt: skip
     assert code == 2 and "an export runs as it was exported" in capsys.readouterr().err
+    code = run_lpsctl("predict", tmp_path / "street.png", "--model", tmp_path / "model.onnx", "--out",
+                      tmp_path / "onnx", "--set", "inference.compile=true")  # fmt: skip
+    assert code == 2 and "an export runs as it was exported" in capsys.readouterr().err
+    code = run_lpsctl("visualize", tmp_path / "bf16", "--out", tmp_path / "overlays", "--precision", "bf16")
+    assert code == 2 and "is a prediction folder, drawn as it is" in capsys.readouterr().err
+    assert run_lpsctl("visualize", tmp_path / "bf16", "--images", tmp_path, "--out", tmp_path / "overlays") == 0
     code = run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out",
                       tmp_path / "fp8", "--precision", "fp8")  # fmt: skip
     assert code == 2 and "inference.precision: expected one of off, fp16, bf16" in capsys.readouterr().err

@@ -147,6 +147,26 @@ def test_point_nms_keeps_local_maxima_of_2x2_windows():
     assert torch.equal(kept, expected)
 
 
+def test_a_candidate_whose_mask_is_nan_is_background_not_a_crash():
+    """An overflowed (NaN) kernel on the best cell: its mask has no pixels, so it is dropped like an empty mask, and
+    the other candidates decode as without it (the measured-mask buffer never loses one of the nms_pre best)."""
+    generator = torch.Generator().manual_seed(3)
+    outputs = SoloOutputs(
+        category_per_level=[3 * torch.randn(1, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
+        kernel_per_level=[torch.randn(1, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
+        mask_features=torch.randn(1, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
+    )
+    cfg = replace(CFG, score_threshold=0.0, nms_pre=5)
+    clean = decode_solov2(outputs, [(HEIGHT, WIDTH)], [(HEIGHT, WIDTH)], cfg)[0]
+    level, cls, row, column = 0, 0, 3, 3
+    outputs.category_per_level[level][0, :, row, column] = -STRONG
+    outputs.category_per_level[level][0, cls, row, column] = 20.0  # the top category score of all cells
+    outputs.kernel_per_level[level][0, :, row, column] = math.nan
+    broken = decode_solov2(outputs, [(HEIGHT, WIDTH)], [(HEIGHT, WIDTH)], cfg)[0]
+    assert len(broken) > 0 and torch.isfinite(broken.scores).all() and torch.isfinite(broken.mask_logits).all()
+    assert torch.equal(broken.masks, clean.masks) and torch.equal(broken.classes, clean.classes)
+
+
 @pytest.mark.parametrize("size", [1, 2, 12, 40])
 def test_point_nms_equals_solov2s_max_pool_formulation_with_ties(size: int):
     import torch.nn.functional as F
