@@ -64,8 +64,8 @@ class TorchNetwork:
             except TorchDynamoException as error:  # dynamo's and inductor's (no C++ compiler, an unsupported op)
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise LpsctlError(
-                    f"torch.compile failed ({type(error).__name__}: {first[:200]}); run without "
-                    "--set inference.compile=true"
+                    f"torch.compile failed ({type(error).__name__}: {first[:200]}); run without --compile "
+                    "(--set inference.compile=true)"
                 ) from None
 
 
@@ -79,8 +79,8 @@ def _check_cpp_compiler() -> None:
         cpp_builder.get_cpp_compiler()
     except InvalidCxxCompiler as error:
         raise LpsctlError(
-            f"--set inference.compile=true on the CPU needs a C++ compiler ({error}); install g++ or clang++, or "
-            "run without it"
+            f"--compile (inference.compile=true) on the CPU needs a C++ compiler ({error}); install g++ or "
+            "clang++, or run without it"
         ) from None
 
 

@@ -279,7 +279,7 @@ def test_compile_without_a_cpp_compiler_is_one_line_before_any_tracing(checkpoin
     code = run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out", folder,
                       "--set", "inference.compile=true")  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "inference.compile=true on the CPU needs a C++ compiler" in err, err
+    assert code == 2 and "inference.compile=true) on the CPU needs a C++ compiler" in err, err
     assert "Traceback" not in err and not folder.exists()
 
 
