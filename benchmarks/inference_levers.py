@@ -110,32 +110,26 @@ def measure(backbone: str, args: argparse.Namespace) -> tuple[float, list[tuple[
         rows.append((name, seconds, largest_difference(outputs, reference), note))
         print(f"  {name}: {seconds:.2f} s", flush=True)
 
-    levers = {
-        "eager": ("eager NCHW, norms as trained", lambda: eager),
-        "folded": ("norms folded", lambda: torch_lever(model, config, True, channels_last=False, precision="off")),
-        "channels-last": (
-            "norms folded + channels-last (lpsctl's default)",
-            lambda: torch_lever(model, config, True, channels_last=True, precision="off"),
-        ),
-        "compile": (
-            "norms folded + channels-last + torch.compile",
-            lambda: torch_lever(model, config, True, channels_last=True, precision="off", compile=True),
-        ),
-        "bf16": (
-            "norms folded + channels-last + bf16 autocast",
-            lambda: torch_lever(model, config, True, channels_last=True, precision="bf16"),
-        ),
+    folded = "norms folded + channels-last"
+    #: lever → (row name, its inference settings on the folded model); "eager" is the unfolded NCHW model above
+    settings = {
+        "folded": ("norms folded", dict(channels_last=False, precision="off")),
+        "channels-last": (f"{folded} (lpsctl's default)", dict(channels_last=True, precision="off")),
+        "compile": (f"{folded} + torch.compile", dict(channels_last=True, precision="off", compile=True)),
+        "bf16": (f"{folded} + bf16 autocast", dict(channels_last=True, precision="bf16")),
         "bf16-compile": (
-            "norms folded + channels-last + bf16 autocast + torch.compile",
-            lambda: torch_lever(model, config, True, channels_last=True, precision="bf16", compile=True),
+            f"{folded} + bf16 autocast + torch.compile",
+            dict(channels_last=True, precision="bf16", compile=True),
         ),
     }
     for lever in args.levers:
-        if lever in levers:
-            name, build = levers[lever]
-            network = build()
+        if lever == "eager":
+            timed("eager NCHW, norms as trained", eager)
+        elif lever in settings:
+            name, values = settings[lever]
+            network = torch_lever(model, config, True, **values)
             note = ""
-            if lever.endswith("compile"):
+            if values.get("compile"):
                 start = time.perf_counter()
                 with torch.inference_mode():
                     network(images)

@@ -350,7 +350,7 @@ def _replace_fields(section: Any, values: dict[str, Any], source: str) -> Any:
     return replace(section, **checked)
 
 
-_YAML_BOOLEAN_WORDS = {False: ("off", "no", "n", "false"), True: ("on", "yes", "y", "true")}
+_YAML_BOOLEAN_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}  # what safe_load reads as bools
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

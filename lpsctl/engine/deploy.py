@@ -57,11 +57,10 @@ class TorchNetwork:
         with torch.inference_mode(), autocast(self.config.inference.precision, self.device):
             if not self.config.inference.compile:
                 return self._forward(images)
-            from torch._dynamo.exc import TorchDynamoException
-
             try:
                 return self._forward(images)
-            except TorchDynamoException as error:  # dynamo's and inductor's (no C++ compiler, an unsupported op)
+            # dynamo's and inductor's failures (no C++ compiler, an unsupported op)
+            except torch._dynamo.exc.TorchDynamoException as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise LpsctlError(
                     f"torch.compile failed ({type(error).__name__}: {first[:200]}); run without --compile "

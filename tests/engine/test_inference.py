@@ -268,16 +268,16 @@ def test_memory_format_changes_the_outputs_only_by_float_rounding(checkpoints):
         assert torch.allclose(nchw, nhwc, atol=1e-4, rtol=1e-4)
 
 
-def test_compile_without_a_cpp_compiler_is_one_line_before_any_tracing(checkpoints, tmp_path, monkeypatch, capsys):
+def test_compile_without_a_cpp_compiler_is_one_line_before_any_tracing(checkpoints, tmp_path, capsys):
     import torch._inductor.config as inductor
 
     from tests.cli_runner import run_lpsctl
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
     Image.fromarray(np.zeros((64, 128, 3), dtype=np.uint8)).save(tmp_path / "street.png")
     folder = tmp_path / "out"
-    code = run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out", folder,
-                      "--set", "inference.compile=true")  # fmt: skip
+    with inductor.patch({"cpp.cxx": ("/nonexistent/c++",)}):  # (monkeypatch's undo deletes inductor's entry)
+        code = run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out", folder,
+                          "--set", "inference.compile=true")  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "inference.compile=true) on the CPU needs a C++ compiler" in err, err
     assert "Traceback" not in err and not folder.exists()
@@ -309,3 +309,20 @@ def test_precision_and_compile_flags_are_the_inference_settings(checkpoints, tmp
     code = run_lpsctl("predict", tmp_path / "street.png", "--checkpoint", checkpoints["eps"], "--out",
                       tmp_path / "fp8", "--precision", "fp8")  # fmt: skip
     assert code == 2 and "inference.precision: expected one of off, fp16, bf16" in capsys.readouterr().err
+
+
+def test_a_compile_failure_after_tracing_is_one_line():
+    """A build that fails once tracing is done (here the C++ compiler disappears after the up-front check) is an
+    LpsctlError naming torch.compile and --compile, not inductor's traceback."""
+    import torch._inductor.config as inductor
+
+    from lpsctl.config import load_config
+    from lpsctl.engine.deploy import TorchNetwork
+
+    config = load_config(None, ["inference.compile=true", "inference.precision=off"])
+    network = TorchNetwork(torch.nn.Conv2d(3, 4, 3), config, CPU)  # type: ignore[arg-type]
+    torch._dynamo.reset()
+    broken = inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False})
+    with broken, pytest.raises(LpsctlError, match=r"torch.compile failed \(\w+: .*\); run without --compile"):
+        network(torch.randn(1, 3, 8, 8))
+    torch._dynamo.reset()

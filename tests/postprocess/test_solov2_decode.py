@@ -28,6 +28,16 @@ def quiet_outputs(batch: int = 1) -> SoloOutputs:
     )
 
 
+def random_outputs(*, seed: int, scale: float = 1.0, batch: int = 1) -> SoloOutputs:
+    """Random category logits (× `scale`), kernels and mask features: thousands of local maxima, alike scores."""
+    generator, grids = torch.Generator().manual_seed(seed), CFG.grids
+    return SoloOutputs(
+        category_per_level=[scale * torch.randn(batch, NUM_THING_CLASSES, s, s, generator=generator) for s in grids],
+        kernel_per_level=[torch.randn(batch, CFG.kernel_dim, s, s, generator=generator) for s in grids],
+        mask_features=torch.randn(batch, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
+    )
+
+
 def light(outputs: SoloOutputs, level: int, row: int, column: int, cls: int, logit: float, channel: int = 0) -> None:
     outputs.category_per_level[level][0, cls, row, column] = logit
     outputs.kernel_per_level[level][0, channel, row, column] = STRONG
@@ -104,12 +114,7 @@ def test_masks_no_larger_than_the_level_stride_are_dropped():
 
 
 def test_random_outputs_are_sorted_and_capped():
-    generator = torch.Generator().manual_seed(0)
-    outputs = SoloOutputs(
-        category_per_level=[2 * torch.randn(2, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
-        kernel_per_level=[torch.randn(2, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
-        mask_features=torch.randn(2, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
-    )
+    outputs = random_outputs(seed=0, scale=2, batch=2)
     cfg = replace(CFG, max_per_image=7, nms_pre=50)
     results = decode_solov2(outputs, [(HEIGHT, WIDTH), (96, 200)], [(HEIGHT, WIDTH), (48, 100)], cfg)
     for instances, size in zip(results, [(HEIGHT, WIDTH), (48, 100)], strict=True):
@@ -123,12 +128,7 @@ def test_random_outputs_are_sorted_and_capped():
 
 def test_candidates_measured_in_chunks_decode_as_all_at_once(monkeypatch: pytest.MonkeyPatch):
     """Thousands of cells pass the score threshold; measuring them a chunk at a time changes nothing."""
-    generator = torch.Generator().manual_seed(1)
-    outputs = SoloOutputs(
-        category_per_level=[torch.randn(1, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
-        kernel_per_level=[torch.randn(1, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
-        mask_features=torch.randn(1, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
-    )
+    outputs = random_outputs(seed=1)
     results = {}
     for chunk in (7, 100_000):
         monkeypatch.setattr("lpsctl.postprocess.solov2_decode._CANDIDATE_CHUNK", chunk)
@@ -150,12 +150,7 @@ def test_point_nms_keeps_local_maxima_of_2x2_windows():
 def test_a_candidate_whose_mask_is_nan_is_background_not_a_crash():
     """An overflowed (NaN) kernel on the best cell: its mask has no pixels, so it is dropped like an empty mask, and
     the other candidates decode as without it (the measured-mask buffer never loses one of the nms_pre best)."""
-    generator = torch.Generator().manual_seed(3)
-    outputs = SoloOutputs(
-        category_per_level=[3 * torch.randn(1, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
-        kernel_per_level=[torch.randn(1, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
-        mask_features=torch.randn(1, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
-    )
+    outputs = random_outputs(seed=3, scale=3)
     cfg = replace(CFG, score_threshold=0.0, nms_pre=5)
     clean = decode_solov2(outputs, [(HEIGHT, WIDTH)], [(HEIGHT, WIDTH)], cfg)[0]
     level, cls, row, column = 0, 0, 3, 3
@@ -192,12 +187,7 @@ def test_measuring_stops_once_no_later_candidate_can_enter_the_nms_pre_best(monk
     real op)."""
     import lpsctl.postprocess.solov2_decode as decode
 
-    generator = torch.Generator().manual_seed(2)
-    outputs = SoloOutputs(
-        category_per_level=[3 * torch.randn(1, NUM_THING_CLASSES, s, s, generator=generator) for s in CFG.grids],
-        kernel_per_level=[torch.randn(1, CFG.kernel_dim, s, s, generator=generator) for s in CFG.grids],
-        mask_features=torch.randn(1, CFG.kernel_dim, HEIGHT // 4, WIDTH // 4, generator=generator),
-    )
+    outputs = random_outputs(seed=2, scale=3)
     cfg = replace(CFG, score_threshold=0.0, nms_pre=30)
     measured: list[int] = []
     real = decode.dynamic_mask_logits
