@@ -27,6 +27,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -100,7 +101,8 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def recipe(root: Path, head: str, seed: int, args: argparse.Namespace) -> Config:
+def recipe(root: Path, head: str, seed: int, args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
+    """The demo recipe with `head`, `seed`, the run length of `args` and `extra` overrides."""
     overrides = [
         f"data.root={root}",
         f"model.instance_head={head}",
@@ -109,14 +111,17 @@ def recipe(root: Path, head: str, seed: int, args: argparse.Namespace) -> Config
         f"solver.max_minutes={args.minutes}",
         f"data.num_workers={max(args.workers - 1, 0)}",
         *(MASKRCNN_AT_DEMO_SCALE if head == "maskrcnn" else ()),
+        *extra,
     ]
     with resources.as_file(resources.files("lpsctl").joinpath("demo.yaml")) as path:
         return load_config(path, overrides)
 
 
-def train_one(root: Path, out: Path, head: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def train_one(
+    root: Path, out: Path, head: str, seed: int, args: argparse.Namespace, extra: Sequence[str] = ()
+) -> dict[str, Any]:
     """Train (or reuse a finished run of the same recipe in `out`: an interrupted benchmark continues), evaluate."""
-    config = recipe(root, head, seed, args)
+    config = recipe(root, head, seed, args, extra)
     timing = out / "timing.json"
     if not _finished(out, config):
         started = time.perf_counter()
