@@ -79,7 +79,8 @@ def panoptic_fusion(
     void_channel = num_stuff + num_survivors
     channel.masked_fill_(_channels(logits, thing_train_ids, thing_ids).amax(0) > stuff_value, void_channel)
     _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale, channel, num_stuff)
-    areas = torch.bincount(channel.flatten(), minlength=void_channel + 1)
+    row_counts = _row_counts(channel, void_channel + 1)  # Tensor[channels, H]: pixels of each channel per row
+    areas = row_counts.sum(1)
 
     label_ids = torch.as_tensor(list(train_to_label_id), device=device)
     segment_ids = torch.zeros(void_channel + 1, dtype=torch.long, device=device)
@@ -98,7 +99,7 @@ def panoptic_fusion(
         category_ids[num_stuff:void_channel] = thing_label
     return PanopticPrediction(
         ids=segment_ids.to(torch.int32)[channel].cpu().numpy(),
-        segments_info=_segments_info(channel, segment_ids, category_ids, areas),
+        segments_info=_segments_info(channel, segment_ids, category_ids, areas, row_counts > 0),
     )
 
 
@@ -195,7 +196,9 @@ def _enclosing(mask_box: Box, detection: Tensor, size: torch.Size) -> Box:
 
 
 def _mask_boxes(masks: Tensor, indices: list[int]) -> list[Box | None]:
-    """Boxes of masks Tensor[N, H, W] at `indices` (None for an empty mask); rows for all masks in one pass."""
+    """Boxes of masks Tensor[N, H, W] at `indices` (None for an empty mask), reading only those masks."""
+    if not indices:
+        return []
     if (
         masks.dtype == torch.bool
         and masks.is_contiguous()
@@ -203,10 +206,10 @@ def _mask_boxes(masks: Tensor, indices: list[int]) -> list[Box | None]:
         and masks.storage_offset() % 8 == 0
     ):
         # eight mask pixels per int64 word (0/1 bytes: never negative): the row test reads 8× fewer elements
-        rows = masks.view(torch.uint8).view(torch.int64).amax(2) > 0
+        words = masks.view(torch.uint8).view(torch.int64)
+        rows = torch.stack([words[index].amax(1) for index in indices]) > 0
     else:
-        rows = masks.ne(0).any(2)
-    rows = rows[torch.as_tensor(indices, dtype=torch.long, device=masks.device)]
+        rows = torch.stack([masks[index].ne(0).any(1) for index in indices])
     positions = torch.arange(rows.shape[1], device=rows.device)
     tops = torch.where(rows, positions, rows.shape[1]).amin(1).tolist()
     bottoms = (torch.where(rows, positions, -1).amax(1) + 1).tolist()
@@ -303,7 +306,7 @@ class _MaskLogitSource:
     def on_region(self, logit_scale: float) -> Tensor:
         x0, y0, x1, y1 = self.region
         if self.factor is not None:
-            return logit_scale * _crop_resize(self.low, self.factor, self.region)
+            return _crop_resize(self.low, self.factor, self.region).mul_(logit_scale)  # a fresh tensor's view
         rows, columns = tuple(t[y0:y1] for t in self.rows), tuple(t[x0:x1] for t in self.columns)
         return logit_scale * _bilinear(self.low, rows, columns, grid=True)
 
@@ -372,12 +375,13 @@ def _fused_argmax(
     for number, (index, box, source) in enumerate(zip(survivors, boxes, sources, strict=True)):
         (x0, y0, x1, y1), (rx0, ry0, rx1, ry1) = box, source.region
         ml_a = source.on_region(logit_scale)
-        # FL = (σ(A) + σ(B))·(A + B): B = 0 (σ = ½) on the region, the class's semantic logit inside the box
-        fused = ml_a.sigmoid().add_(0.5).mul_(ml_a)
+        # FL = (σ(A) + σ(B))·(A + B): the class's semantic logit B inside the box, B = 0 (σ = ½) around it
+        sigmoid_a = ml_a.sigmoid()
         inner = (slice(y0 - ry0, y1 - ry0), slice(x0 - rx0, x1 - rx0))
         ml_b = logits[thing_ids[classes[index]], y0:y1, x0:x1]
-        a = ml_a[inner]
-        fused[inner] = (a.sigmoid() + ml_b.sigmoid()).mul_(a + ml_b)
+        fused_inner = (sigmoid_a[inner] + ml_b.sigmoid()).mul_(ml_a[inner] + ml_b)
+        fused = sigmoid_a.add_(0.5).mul_(ml_a)
+        fused[inner] = fused_inner
         best_region, channel_region = best[ry0:ry1, rx0:rx1], channel[ry0:ry1, rx0:rx1]
         better = fused > best_region
         torch.maximum(best_region, fused, out=best_region)  # (equal on ties: `better` alone decides the winner)
@@ -405,15 +409,22 @@ def _rising_bound(largest_logit: float) -> float:
     return bound + 1e-4 * (1 + abs(bound))
 
 
-def _segments_info(channel: Tensor, segment_ids: Tensor, category_ids: Tensor, areas: Tensor) -> list[dict]:
-    """segments_info sorted by id: area and bbox [x, y, w, h] of every non-void channel, from one scatter pass each."""
-    height, width = channel.shape
+def _row_counts(channel: Tensor, count: int) -> Tensor:
+    """Tensor[count, H]: how many pixels of each channel 0..count-1 each row of `channel` holds (one bincount)."""
+    height = channel.shape[0]
+    rows = torch.arange(height, device=channel.device)[:, None]
+    return torch.bincount((channel * height + rows).flatten(), minlength=count * height).view(count, height)
+
+
+def _segments_info(
+    channel: Tensor, segment_ids: Tensor, category_ids: Tensor, areas: Tensor, in_row: Tensor
+) -> list[dict]:
+    """segments_info sorted by id: area and bbox [x, y, w, h] of every non-void channel. in_row: Tensor[channels, H]
+    bool, which channels occur in each row; the columns take one bincount over (channel, column)."""
+    width = channel.shape[1]
     count = segment_ids.shape[0]
     device = channel.device
-    # which channels occur in each row and in each column: one bincount each over (channel, row) / (channel, column)
-    rows = torch.arange(height, device=device)[:, None]
     columns = torch.arange(width, device=device)[None, :]
-    in_row = torch.bincount((channel * height + rows).flatten(), minlength=count * height).view(count, height) > 0
     in_column = torch.bincount((channel * width + columns).flatten(), minlength=count * width).view(count, width) > 0
 
     def first_and_last(present: Tensor) -> tuple[Tensor, Tensor]:
