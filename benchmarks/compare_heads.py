@@ -68,12 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "lpsctl-compare-heads")
     parser.add_argument("--settings", default="basic,street", help="synthetic styles, comma-separated")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=400, help="training iterations of every run")
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock cap of every run")
-    parser.add_argument("--train-images", type=int, default=300)
-    parser.add_argument("--val-images", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=2)
+    add_run_arguments(parser, minutes=10.0)
     args = parser.parse_args()
     torch.set_num_threads(args.workers)
     started = time.perf_counter()
@@ -95,6 +90,16 @@ def main() -> None:
     results["minutes"] = (time.perf_counter() - started) / 60
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print_report(results)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, minutes: float) -> None:
+    """The options `recipe` and `train_one` read: seeds, run length and cap, data sizes, threads."""
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=400, help="training iterations of every run")
+    parser.add_argument("--minutes", type=float, default=minutes, help="wall-clock cap of every run")
+    parser.add_argument("--train-images", type=int, default=300)
+    parser.add_argument("--val-images", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=2)
 
 
 def machine() -> str:

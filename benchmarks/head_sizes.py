@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from compare_heads import FUSION_THRESHOLDS, latency, machine, spread, train_one
+from compare_heads import FUSION_THRESHOLDS, add_run_arguments, latency, machine, spread, train_one
 from head_flops import count, millions
 
 from lpsctl.config import load_config
@@ -64,12 +64,7 @@ def costs(overrides: list[str], height: int, width: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "lpsctl-head-sizes")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=400, help="training iterations of every run")
-    parser.add_argument("--minutes", type=float, default=40.0, help="wall-clock cap of every run")
-    parser.add_argument("--train-images", type=int, default=300)
-    parser.add_argument("--val-images", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=2)
+    add_run_arguments(parser, minutes=40.0)
     args = parser.parse_args()
     torch.set_num_threads(args.workers)
     started = time.perf_counter()
