@@ -103,12 +103,17 @@ def torchvision_anchor(args: argparse.Namespace) -> dict[str, float]:
     return {"seconds": seconds, "gflops": counter.get_total_flops() / 1e9}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_forward_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a timed forward: which backbones, at which input size, best of how many runs."""
     parser.add_argument("--backbones", nargs="+", default=["b5", "b0"])
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_forward_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", default="off", choices=["off", *AMP_DTYPES])
     parser.add_argument("--channels-last", action="store_true")

@@ -32,7 +32,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from inference_latency import best_time, matmul_peak_gflops, torchvision_anchor  # this folder's sibling script
+
+# this folder's sibling script
+from inference_latency import add_forward_arguments, best_time, matmul_peak_gflops, torchvision_anchor
 from torch.utils.flop_counter import FlopCounterMode
 
 from lpsctl.config import Config, load_config
@@ -156,10 +158,7 @@ def measure(backbone: str, args: argparse.Namespace) -> tuple[float, list[tuple[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", default=["b5", "b0"])
-    parser.add_argument("--height", type=int, default=1024)
-    parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=2)
+    add_forward_arguments(parser)
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS)
     parser.add_argument("--profile", action="store_true", help="operator shares of eager NCHW and channels-last")
     parser.add_argument("--no-anchor", action="store_true", help="skip torchvision's maskrcnn_resnet50_fpn")

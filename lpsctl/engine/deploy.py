@@ -64,7 +64,7 @@ class TorchNetwork:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise LpsctlError(
                     f"torch.compile failed ({type(error).__name__}: {first[:200]}); run without --compile "
-                    "(--set inference.compile=true)"
+                    "(or with --set inference.compile=false)"
                 ) from None
 
 
