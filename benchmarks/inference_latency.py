@@ -5,7 +5,7 @@ resize), panoptic fusion. Weights are random (a fresh model), whose category sco
 decoding therefore runs with `solo.score_threshold=0`, so every local maximum of the category maps becomes a candidate
 whose mask is computed — a pessimistic bound (random kernels give weak masks, so none survives to the end). FLOPs of
 the network forward come from `torch.utils.flop_counter` (a multiply-add counts 2); the peak is the best of a few
-float32 4096×4096 matmuls in the same process.
+square matmuls (4096² where they fit in ~10 s) in the same process.
 
 Run: python benchmarks/inference_latency.py [--backbones b5 b0] [--height 1024 --width 2048] [--repeats 2]
      [--device cpu|cuda] [--amp off|fp16|bf16] [--channels-last]   (on a GPU: --amp fp16 --channels-last)
@@ -47,8 +47,20 @@ def best_time(function: Callable[[], Any], repeats: int, device: torch.device) -
     return best, result
 
 
-def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 4096, repeats: int = 3) -> float:
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+def matmul_peak_gflops(
+    device: torch.device, dtype: torch.dtype, max_size: int = 4096, repeats: int = 3, budget_s: float = 10.0
+) -> float:
+    """The best GFLOP/s of `repeats` square matmuls, at the largest size up to `max_size` whose repeats fit in about
+    `budget_s`: the size doubles from 256 while the next one's repeats (8× the time each) would fit. A dtype without
+    a fast kernel here (bf16 on a CPU without avx512_bf16/AMX runs at ~1 GFLOP/s) is thus measured on a smaller
+    product in seconds rather than on a 4096² one in many minutes."""
+    size = 256
+    while True:
+        a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+        seconds, _ = best_time(lambda: a @ b, 1, device)  # noqa: B023 (used at once)
+        if size >= max_size or 8 * seconds * repeats > budget_s:
+            break
+        size *= 2
     seconds, _ = best_time(lambda: a @ b, repeats, device)
     return 2 * size**3 / seconds / 1e9
 
@@ -109,6 +121,7 @@ def add_forward_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--peak-budget", type=float, default=10.0, help="seconds for each matmul-peak measurement")
 
 
 def main() -> None:
@@ -120,7 +133,7 @@ def main() -> None:
     parser.add_argument("--no-anchor", action="store_true", help="skip torchvision's maskrcnn_resnet50_fpn")
     args = parser.parse_args()
     device = torch.device(args.device)
-    peak = matmul_peak_gflops(device, AMP_DTYPES.get(args.amp, torch.float32))
+    peak = matmul_peak_gflops(device, AMP_DTYPES.get(args.amp, torch.float32), budget_s=args.peak_budget)
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     else:

@@ -7,7 +7,8 @@ Levers, each the network as `lpsctl` runs it (`TorchNetwork` with an `inference`
 - norms folded into the convolutions (`inference.fold_norms`, default);
 - + channels-last (`inference.channels_last`, default: the input in NHWC, so every convolution runs in NHWC);
 - + torch.compile (`inference.compile=true`, inductor; its compile time is printed apart);
-- + bf16 autocast (`inference.precision=bf16`; fast where the CPU has avx512_bf16 or AMX), and with torch.compile;
+- + bf16 autocast (`inference.precision=bf16`; fast where the CPU has avx512_bf16 or AMX, so left out of the default
+  levers where it has neither), and with torch.compile;
 - onnxruntime on the folded export (`lpsctl export --format onnx`, then `--model model.onnx`).
 bf16 rows are also given as a share of the bf16 matmul peak.
 `--profile` adds a torch.profiler breakdown of eager NCHW and of channels-last by operator.
@@ -159,15 +160,18 @@ def measure(backbone: str, args: argparse.Namespace) -> tuple[float, list[tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_forward_arguments(parser)
-    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS)
+    parser.add_argument("--levers", nargs="+", choices=LEVERS, help="default: all (bf16 only with native bf16)")
     parser.add_argument("--profile", action="store_true", help="operator shares of eager NCHW and channels-last")
     parser.add_argument("--no-anchor", action="store_true", help="skip torchvision's maskrcnn_resnet50_fpn")
     args = parser.parse_args()
     args.device = "cpu"
-    peak = matmul_peak_gflops(CPU, torch.float32)
-    bf16_peak = matmul_peak_gflops(CPU, torch.bfloat16)
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    bf16 = "native bf16 (avx512_bf16/amx)" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no native bf16"
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    bf16 = "native bf16 (avx512_bf16/amx)" if native else "no native bf16"
+    if args.levers is None:  # bf16 without native support runs at ~1 GFLOP/s: hours for B5 at full size
+        args.levers = [lever for lever in LEVERS if native or not lever.startswith("bf16")]
+    peak = matmul_peak_gflops(CPU, torch.float32, budget_s=args.peak_budget)
+    bf16_peak = matmul_peak_gflops(CPU, torch.bfloat16, budget_s=args.peak_budget)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"{bf16}, torch {torch.__version__}; matmul peak fp32 {peak:.1f}, bf16 {bf16_peak:.1f} GFLOP/s; "
           f"input 1×3×{args.height}×{args.width}, best of {args.repeats}")  # fmt: skip

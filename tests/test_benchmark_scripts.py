@@ -1,9 +1,11 @@
 """The prepared GPU script runs its whole code path on CPU (B0, 128×256), so that a lent GPU's few minutes are not
-lost to a broken script: every case measured, none failed."""
+lost to a broken script: every case measured, none failed. The forward benchmarks finish on tiny inputs (a matmul
+peak measured on a fixed 4096² product once took many minutes where bf16 has no fast kernel)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +25,29 @@ def test_gpu_suite_smoke_run_measures_every_case(tmp_path: Path):
         assert (head, "whole image: network + decoding + fusion") in cases
         assert sum(1 for h, case in cases if h == head and case.startswith("training step")) == 2
     assert all(row["ms"] > 0 for row in rows)
+
+
+def run_script(name: str, *arguments: str) -> str:
+    command = [sys.executable, str(REPO / "benchmarks" / name), "--backbones", "b0", "--height", "64", "--width", "128"]
+    command += ["--repeats", "1", "--peak-budget", "0.5", "--no-anchor", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_inference_levers_smoke_run_prints_each_lever_and_both_peaks():
+    out = run_script("inference_levers.py", "--levers", "eager", "channels-last")
+    assert re.search(r"matmul peak fp32 \d+\.\d, bf16 \d+\.\d GFLOP/s", out), out
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
+    assert [row[0] for row in rows[1:]] == [
+        "eager NCHW, norms as trained",
+        "norms folded + channels-last (lpsctl's default)",
+    ]
+    assert all(float(row[6]) < 1e-3 for row in rows[1:]), rows  # max abs Δ to eager: rounding only
+
+
+def test_inference_latency_smoke_run_prints_every_stage():
+    out = run_script("inference_latency.py", "--device", "cpu")
+    for stage in ("backbone + FPN", "SOLOv2 decoding + Matrix NMS", "panoptic fusion", "total"):
+        assert re.search(rf"\| {re.escape(stage)} \| \d+\.\d{{3}} \|", out), out
+    assert re.search(r"network forward: \d+ GFLOP, [\d.]+ GFLOP/s = \d+ % of the matmul peak", out), out
