@@ -71,36 +71,53 @@ def panoptic_fusion(
     logits = semantic_logits.float()
     stuff_ids = torch.as_tensor(list(stuff_train_ids), device=device)
     thing_ids = torch.as_tensor(list(thing_train_ids), device=device)
-    stuff_value, channel = _channels(logits, stuff_train_ids, stuff_ids).max(0)
+    # code per pixel: 0 void, 1..S a stuff class, S + 1 + j survivor j; kept as float32 (exact for these small
+    # integers) while it is built, where comparisons and maxima are several times faster than bool and int64 ones
+    stuff_value, code = _first_argmax(_channels(logits, stuff_train_ids, stuff_ids))
     survivors, boxes = _select_instances(instances, score_threshold, overlap_threshold)
-    # channel per pixel: 0..S-1 a stuff class, S + j survivor j, S + n void. A thing class as the semantic argmax
-    # (stuff listed first, so stuff wins ties) is void unless an instance wins the pixel
     num_stuff, num_survivors = len(stuff_train_ids), len(survivors)
-    void_channel = num_stuff + num_survivors
-    channel.masked_fill_(_channels(logits, thing_train_ids, thing_ids).amax(0) > stuff_value, void_channel)
-    _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale, channel, num_stuff)
-    row_counts = _row_counts(channel, void_channel + 1)  # Tensor[channels, H]: pixels of each channel per row
-    areas = row_counts.sum(1)
+    count = 1 + num_stuff + num_survivors
+    # a thing class as the semantic argmax (stuff listed first, so stuff wins ties) is void unless an instance wins
+    code.mul_(torch.le(_channels(logits, thing_train_ids, thing_ids).amax(0), stuff_value, out=torch.empty_like(code)))
+    _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale, code, 1 + num_stuff)
+    statistics = _code_statistics(code, count)
+    areas = statistics[:, 0]
 
     label_ids = torch.as_tensor(list(train_to_label_id), device=device)
-    segment_ids = torch.zeros(void_channel + 1, dtype=torch.long, device=device)
-    category_ids = torch.zeros(void_channel + 1, dtype=torch.long, device=device)
+    segment_ids = torch.zeros(count, dtype=torch.long, device=device)
+    category_ids = torch.zeros(count, dtype=torch.long, device=device)
     minimum_area = stuff_area * height * width / reference_area
-    segment_ids[:num_stuff] = torch.where(areas[:num_stuff] >= minimum_area, label_ids[stuff_ids], 0)
-    category_ids[:num_stuff] = label_ids[stuff_ids]
+    stuff = slice(1, 1 + num_stuff)
+    segment_ids[stuff] = torch.where(areas[stuff] >= minimum_area, label_ids[stuff_ids], 0)
+    category_ids[stuff] = label_ids[stuff_ids]
     if num_survivors:
+        things = slice(1 + num_stuff, count)
         classes = instances.classes.to(device)[torch.as_tensor(survivors, device=device)]
         thing_label = label_ids[thing_ids[classes]]
-        present = areas[num_stuff:void_channel] > 0
+        present = areas[things] > 0
         # k = number of present instances of the same class before this one (descending score)
         earlier = torch.ones(num_survivors, num_survivors, dtype=torch.bool, device=device).tril(-1)
         rank = ((thing_label[:, None] == thing_label[None, :]) & earlier & present[None, :]).sum(1)
-        segment_ids[num_stuff:void_channel] = torch.where(present, thing_label * INSTANCE_OFFSET + rank, 0)
-        category_ids[num_stuff:void_channel] = thing_label
+        segment_ids[things] = torch.where(present, thing_label * INSTANCE_OFFSET + rank, 0)
+        category_ids[things] = thing_label
+    ids = segment_ids.to(torch.int32).index_select(0, code.flatten().long()).view(height, width)
     return PanopticPrediction(
-        ids=segment_ids.to(torch.int32)[channel].cpu().numpy(),
-        segments_info=_segments_info(channel, segment_ids, category_ids, areas, row_counts > 0),
+        ids=ids.cpu().numpy(), segments_info=_segments_info(statistics, segment_ids, category_ids)
     )
+
+
+def _first_argmax(values: Tensor) -> tuple[Tensor, Tensor]:
+    """The maximum over dim 0 of Tensor[K, H, W] and 1 + the first index reaching it, as float32 Tensor[H, W]s:
+    `values.max(0)` (index + 1), one running maximum per channel — several times faster on a CPU than max(0)'s
+    index reduction. A channel's index only replaces the smaller earlier ones where it is strictly larger."""
+    best = values[0].clone()
+    code = torch.ones_like(best)
+    larger = torch.empty_like(best)
+    for index in range(1, values.shape[0]):
+        torch.gt(values[index], best, out=larger)  # 1.0 / 0.0
+        torch.maximum(best, values[index], out=best)
+        torch.maximum(code, larger.mul_(index + 1), out=code)
+    return best, code
 
 
 def _channels(logits: Tensor, train_ids: Sequence[int], as_tensor: Tensor) -> Tensor:
@@ -225,10 +242,15 @@ def _mask_boxes(masks: Tensor, indices: list[int]) -> list[Box | None]:
     return boxes
 
 
-def _expand(box: Box, height: int, width: int) -> Box:
-    """The box grown by a quarter of its larger side (at least 16 px) on every side, clipped to the image."""
+def _margin(box: Box) -> int:
+    """A quarter of the box's larger side, at least 16 px."""
     x0, y0, x1, y1 = box
-    margin = max(16, (max(x1 - x0, y1 - y0) + 3) // 4)
+    return max(16, (max(x1 - x0, y1 - y0) + 3) // 4)
+
+
+def _grow(box: Box, margin: int, height: int, width: int) -> Box:
+    """The box grown by `margin` on every side, clipped to the image."""
+    x0, y0, x1, y1 = box
     return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
 
 
@@ -256,32 +278,67 @@ def _bilinear(low: Tensor, rows: tuple[Tensor, ...], columns: tuple[Tensor, ...]
     return top * (1 - rw) + bottom * rw
 
 
-def _outside_maximum(low: Tensor, rows: tuple[Tensor, ...], columns: tuple[Tensor, ...], box: Box) -> float:
-    """An upper bound of the resized Tensor[h, w] outside `box`: the largest low-resolution value that any outside
-    pixel interpolates from (a bilinear value never exceeds the values it mixes); −inf when the box is everything."""
-    x0, y0, x1, y1 = box
-    maxima = []
-    # an outside pixel lies in an outside row or an outside column: the largest of those rows' and columns' maxima
-    for line_maxima, (lower, upper, _), start, stop in ((low.amax(1), rows, y0, y1), (low.amax(0), columns, x0, x1)):
-        used = torch.cat([lower[:start], upper[:start], lower[stop:], upper[stop:]])
-        if used.numel():
-            maxima.append(line_maxima[used].amax())
-    return float(torch.stack(maxima).amax()) if maxima else -math.inf
+#: per instance, the running maxima of its low-resolution map's row maxima from the top and from the bottom, and of
+#: its column maxima from the left and from the right (Python lists, for lookups)
+_LineMaxima = tuple[list[float], list[float], list[float], list[float]]
 
 
-def _crop_resize(low: Tensor, factor: tuple[int, int], region: Box) -> Tensor:
-    """`F.interpolate(low, scale ×factor, bilinear)` on `region` only: the low-resolution crop that region reads
+def _line_maxima(lows: list[Tensor]) -> list[_LineMaxima]:
+    """`_LineMaxima` of each Tensor[h, w] (all of one size), in a few batched operations."""
+    rows = torch.stack([low.amax(1) for low in lows])
+    columns = torch.stack([low.amax(0) for low in lows])
+
+    def running(lines: Tensor) -> tuple[list, list]:
+        forward = lines.cummax(1).values
+        backward = lines.flip(1).cummax(1).values.flip(1)
+        return forward.tolist(), backward.tolist()
+
+    (top, bottom), (left, right) = running(rows), running(columns)
+    return list(zip(top, bottom, left, right, strict=True))
+
+
+def _outside_maximum(lines: _LineMaxima, reach: tuple[list[int], ...], region: Box) -> float:
+    """An upper bound of the resized map outside `region`: the largest low-resolution value that any outside pixel
+    interpolates from (a bilinear value never exceeds the values it mixes); −inf when the region is everything.
+    reach: the lower and upper source index of every output row, then of every column (`_source_index`). The indices
+    are monotone, so the rows above the region read low rows 0..upper[y0 − 1] and those below it rows lower[y1]..
+    h − 1 (all of them when upsampling), and likewise the columns."""
+    top, bottom, left, right = lines
+    row_lower, row_upper, column_lower, column_upper = reach
+    x0, y0, x1, y1 = region
+    maxima = [top[row_upper[y0 - 1]]] if y0 > 0 else []
+    maxima += [bottom[row_lower[y1]]] if y1 < len(row_lower) else []
+    maxima += [left[column_upper[x0 - 1]]] if x0 > 0 else []
+    maxima += [right[column_lower[x1]]] if x1 < len(column_lower) else []
+    return max(maxima, default=-math.inf)
+
+
+def _ring_minimum(values: Tensor, box: Box, outer: Box) -> float:
+    """The smallest of Tensor[H, W] `values` in `outer` outside `box` (+inf where there is no such pixel)."""
+    (x0, y0, x1, y1), (ox0, oy0, ox1, oy1) = box, outer
+    parts = (values[oy0:y0, ox0:ox1], values[y1:oy1, ox0:ox1], values[y0:y1, ox0:x0], values[y0:y1, x1:ox1])
+    return min((float(part.amin()) for part in parts if part.numel()), default=math.inf)
+
+
+def _crop_resize(low: Tensor, factor: tuple[int, int], region: Box, scale: float) -> Tensor:
+    """`scale × F.interpolate(low, scale ×factor, bilinear)` on `region` only: the low-resolution crop that region reads
     (one pixel of context on each side, as the interpolation needs) resized by the same factor, then trimmed. With a
     whole factor the source coordinates of the crop differ from the whole map's by whole pixels, so the weights are
     those of the whole map's resize up to float rounding of the coordinates (bit for bit for factors 2, 4, 8; about
-    1e-4 for 3, 5, 6), and at the map's edges both clamp alike."""
+    1e-4 for 3, 5, 6), and at the map's edges both clamp alike. A power-of-two `scale` multiplies the crop, exactly
+    (it commutes with every rounding of the interpolation), any other one the resized region."""
     x0, y0, x1, y1 = region
     (fy, fx), (h, w) = factor, low.shape
     top, left = max(0, y0 // fy - 1), max(0, x0 // fx - 1)
     bottom, right = min(h, (y1 - 1) // fy + 2), min(w, (x1 - 1) // fx + 2)
     crop = low[top:bottom, left:right]
+    power_of_two = scale > 0 and math.frexp(scale)[0] == 0.5
+    if power_of_two:
+        crop = crop * scale
     # size = factor × crop: the scale F.interpolate derives, crop/size, is exactly the whole map's 1/factor
     resized = F.interpolate(crop[None, None], size=(crop.shape[0] * fy, crop.shape[1] * fx), mode="bilinear")[0, 0]
+    if not power_of_two:
+        resized.mul_(scale)
     # at a crop edge that is not the map's edge, the clamp differs: the trimmed region never reads those rows
     return resized[y0 - top * fy : y1 - top * fy, x0 - left * fx : x1 - left * fx]
 
@@ -291,12 +348,14 @@ class _MaskLogitSource:
     """ML_A of one instance as a resize of a small map: logit_scale × `low` resampled by (`rows`, `columns`)
     (`_source_index` weights). SOLOv2 mask logits are the low-resolution logits resized bilinearly; a binary mask is
     its ±1 box crop inside a ring of −1, indexed by nearest neighbour (so every pixel outside the box reads −1).
-    `region` is where FL is evaluated exactly, `bound` an upper bound of FL outside it."""
+    `region` is where FL is evaluated exactly; between it and `outer` FL is below the stuff logit; `bound` is an upper
+    bound of FL outside `outer`."""
 
     low: Tensor
     rows: tuple[Tensor, Tensor, Tensor]
     columns: tuple[Tensor, Tensor, Tensor]
     region: Box
+    outer: Box
     bound: float
 
     #: (rows, columns) output pixels per low-resolution pixel when the resize is by a whole factor (then the region
@@ -306,7 +365,7 @@ class _MaskLogitSource:
     def on_region(self, logit_scale: float) -> Tensor:
         x0, y0, x1, y1 = self.region
         if self.factor is not None:
-            return _crop_resize(self.low, self.factor, self.region).mul_(logit_scale)  # a fresh tensor's view
+            return _crop_resize(self.low, self.factor, self.region, logit_scale)  # a fresh tensor's view
         rows, columns = tuple(t[y0:y1] for t in self.rows), tuple(t[x0:x1] for t in self.columns)
         return logit_scale * _bilinear(self.low, rows, columns, grid=True)
 
@@ -316,27 +375,45 @@ class _MaskLogitSource:
 
 
 def _mask_logit_sources(
-    instances: Instances, survivors: list[int], boxes: list[Box], size: tuple[int, int], logit_scale: float, device
+    instances: Instances, survivors: list[int], boxes: list[Box], stuff_value: Tensor, logit_scale: float
 ) -> list[_MaskLogitSource]:
-    """One `_MaskLogitSource` per survivor, from its mask logits when the instances have them, else its mask."""
-    height, width = size
-    sources = []
-    for index, box in zip(survivors, boxes, strict=True):
-        if instances.mask_logits is not None:
-            low = instances.mask_logits[index].to(device).float()
-            rows, columns = _source_index(height, low.shape[0], device), _source_index(width, low.shape[1], device)
-            # exact FL on the box plus a margin, where mask logits still rise towards the object
-            region = _expand(box, height, width)
-            whole = height % low.shape[0] == 0 and width % low.shape[1] == 0
-            factor = (height // low.shape[0], width // low.shape[1]) if whole else None
-        else:
+    """One `_MaskLogitSource` per survivor, from its mask logits when the instances have them, else its mask.
+
+    With mask logits, `outer` is the box plus a margin (where mask logits still rise towards the object), and `region`
+    the box plus the smallest margin 0, 1, 2, 4, … inside it beyond which (σ(A) + ½)·A stays below every stuff logit
+    between it and `outer` (else `outer` itself): the exact FL is evaluated where the instance can win."""
+    (height, width), device = stuff_value.shape, stuff_value.device
+    if instances.mask_logits is None:
+        sources = []
+        for index, box in zip(survivors, boxes, strict=True):
             x0, y0, x1, y1 = box
             crop = instances.masks[index, y0:y1, x0:x1].to(device).bool()
             low = torch.nn.functional.pad(torch.where(crop, 1.0, -1.0), (1, 1, 1, 1), value=-1.0)
             rows, columns = _nearest_index(height, y0, y1, device), _nearest_index(width, x0, x1, device)
-            region, factor = box, None
-        bound = _rising_bound(logit_scale * _outside_maximum(low, rows, columns, region))
-        sources.append(_MaskLogitSource(low, rows, columns, region, bound, factor))
+            # every pixel outside the box reads the ring of −1
+            sources.append(_MaskLogitSource(low, rows, columns, box, box, _rising_bound(-logit_scale)))
+        return sources
+    if not survivors:
+        return []
+    lows = [instances.mask_logits[index].to(device).float() for index in survivors]
+    low_height, low_width = lows[0].shape
+    rows, columns = _source_index(height, low_height, device), _source_index(width, low_width, device)
+    reach = (rows[0].tolist(), rows[1].tolist(), columns[0].tolist(), columns[1].tolist())
+    whole = height % low_height == 0 and width % low_width == 0
+    factor = (height // low_height, width // low_width) if whole else None
+    sources = []
+    for low, box, lines in zip(lows, boxes, _line_maxima(lows), strict=True):
+        outer_margin = _margin(box)
+        outer = _grow(box, outer_margin, height, width)
+        bound = _rising_bound(logit_scale * _outside_maximum(lines, reach, outer))
+        ring_minimum, region, margin = _ring_minimum(stuff_value, box, outer), outer, 0
+        while margin < outer_margin:
+            candidate = _grow(box, margin, height, width)
+            if _rising_bound(logit_scale * _outside_maximum(lines, reach, candidate)) < ring_minimum:
+                region = candidate
+                break
+            margin = 2 * margin or 1
+        sources.append(_MaskLogitSource(low, rows, columns, region, outer, bound, factor))
     return sources
 
 
@@ -355,22 +432,20 @@ def _fused_argmax(
     boxes: list[Box],
     thing_ids: Tensor,
     logit_scale: float,
-    channel: Tensor,
+    code: Tensor,
     first: int,
 ) -> None:
-    """Writes `first` + j into `channel` (Tensor[H, W] int64) where survivor j's FL is the largest and beats the best
+    """Writes `first` + j into `code` (Tensor[H, W] float32) where survivor j's FL is the largest and beats the best
     stuff logit, leaving the other pixels as they are (steps 3-5). An exact argmax (ties to the earlier channel)
-    computed region by region: outside the region around its box an instance's FL = (σ(A) + ½)·A rises with A, so it
-    can only win pixels whose stuff logit is below the bound from its largest logit there; those few pixels are
-    evaluated one by one."""
-    height, width = stuff_value.shape
-    device = stuff_value.device
+    computed region by region (`_MaskLogitSource`): outside its box an instance's FL = (σ(A) + ½)·A rises with A, so
+    between its region and `outer` it loses to the stuff logit, and beyond `outer` it can only win pixels whose stuff
+    logit is below the bound from its largest logit there; those few pixels are evaluated one by one."""
     best = stuff_value.clone()
     if not survivors:
         return
     classes = instances.classes.tolist()
-    sources = _mask_logit_sources(instances, survivors, boxes, (height, width), logit_scale, device)
-    # the only pixels any instance could win outside its region, found once
+    sources = _mask_logit_sources(instances, survivors, boxes, stuff_value, logit_scale)
+    # the only pixels any instance could win outside its `outer` box, found once
     low_ys, low_xs = torch.nonzero(stuff_value < max(source.bound for source in sources), as_tuple=True)
     for number, (index, box, source) in enumerate(zip(survivors, boxes, sources, strict=True)):
         (x0, y0, x1, y1), (rx0, ry0, rx1, ry1) = box, source.region
@@ -382,12 +457,17 @@ def _fused_argmax(
         fused_inner = (sigmoid_a[inner] + ml_b.sigmoid()).mul_(ml_a[inner] + ml_b)
         fused = sigmoid_a.add_(0.5).mul_(ml_a)
         fused[inner] = fused_inner
-        best_region, channel_region = best[ry0:ry1, rx0:rx1], channel[ry0:ry1, rx0:rx1]
-        better = fused > best_region
-        torch.maximum(best_region, fused, out=best_region)  # (equal on ties: `better` alone decides the winner)
-        channel_region.masked_fill_(better, first + number)
+        best_region, code_region = best[ry0:ry1, rx0:rx1], code[ry0:ry1, rx0:rx1]
+        # 1.0 where FL beats every earlier channel; this survivor's code is larger than every code written before,
+        # so a maximum writes it exactly there (ties keep the earlier channel)
+        better = torch.gt(fused, best_region, out=ml_a).mul_(first + number)  # ML_A is used up
+        torch.maximum(best_region, fused, out=best_region)
+        torch.maximum(code_region, better, out=code_region)
 
-        inside = (low_ys >= ry0) & (low_ys < ry1) & (low_xs >= rx0) & (low_xs < rx1)
+        if low_ys.numel() == 0:
+            continue
+        ox0, oy0, ox1, oy1 = source.outer
+        inside = (low_ys >= oy0) & (low_ys < oy1) & (low_xs >= ox0) & (low_xs < ox1)
         pick = ~inside & (best[low_ys, low_xs] < source.bound)
         ys, xs = low_ys[pick], low_xs[pick]
         if ys.numel() == 0:
@@ -396,7 +476,7 @@ def _fused_argmax(
         fused = (ml_a.sigmoid() + 0.5) * ml_a  # ML_B is 0 outside the box
         better = fused > best[ys, xs]
         best[ys[better], xs[better]] = fused[better]
-        channel[ys[better], xs[better]] = first + number
+        code[ys[better], xs[better]] = first + number
 
 
 def _rising_bound(largest_logit: float) -> float:
@@ -409,31 +489,32 @@ def _rising_bound(largest_logit: float) -> float:
     return bound + 1e-4 * (1 + abs(bound))
 
 
-def _row_counts(channel: Tensor, count: int) -> Tensor:
-    """Tensor[count, H]: how many pixels of each channel 0..count-1 each row of `channel` holds (one bincount)."""
-    height = channel.shape[0]
-    rows = torch.arange(height, device=channel.device)[:, None]
-    return torch.bincount((channel * height + rows).flatten(), minlength=count * height).view(count, height)
+def _code_statistics(code: Tensor, count: int) -> Tensor:
+    """Tensor[count, 5] int64 per code 0..count-1 of Tensor[H, W] float32 codes: area, x0, y0, x1, y1 (inclusive;
+    an absent code has area 0). Computed on the image's runs of equal codes along rows (a few per object and row),
+    so every reduction handles runs rather than pixels."""
+    height, width = code.shape
+    device = code.device
+    starts_here = torch.ones_like(code)  # 1.0 where a run starts: a row's first pixel or a change of code
+    torch.ne(code[:, 1:], code[:, :-1], out=starts_here[:, 1:])
+    starts = torch.nonzero(starts_here.flatten()).flatten()
+    codes = code.flatten()[starts].long()
+    lengths = torch.diff(starts, append=torch.tensor([height * width], device=device))
+    rows, columns = starts // width, starts % width
+
+    def reduce(values: Tensor, how: str, empty: int) -> Tensor:
+        initial = torch.full((count,), empty, dtype=torch.long, device=device)
+        return initial.scatter_reduce_(0, codes, values, how)
+
+    areas = torch.zeros(count, dtype=torch.long, device=device).scatter_add_(0, codes, lengths)
+    x0, x1 = reduce(columns, "amin", width), reduce(columns + lengths - 1, "amax", -1)
+    y0, y1 = reduce(rows, "amin", height), reduce(rows, "amax", -1)
+    return torch.stack([areas, x0, y0, x1, y1], 1)
 
 
-def _segments_info(
-    channel: Tensor, segment_ids: Tensor, category_ids: Tensor, areas: Tensor, in_row: Tensor
-) -> list[dict]:
-    """segments_info sorted by id: area and bbox [x, y, w, h] of every non-void channel. in_row: Tensor[channels, H]
-    bool, which channels occur in each row; the columns take one bincount over (channel, column)."""
-    width = channel.shape[1]
-    count = segment_ids.shape[0]
-    device = channel.device
-    columns = torch.arange(width, device=device)[None, :]
-    in_column = torch.bincount((channel * width + columns).flatten(), minlength=count * width).view(count, width) > 0
-
-    def first_and_last(present: Tensor) -> tuple[Tensor, Tensor]:
-        positions = torch.arange(present.shape[1], device=device)
-        first = torch.where(present, positions, present.shape[1]).amin(1)
-        return first, torch.where(present, positions, -1).amax(1)
-
-    x0, x1 = first_and_last(in_column)
-    y0, y1 = first_and_last(in_row)
+def _segments_info(statistics: Tensor, segment_ids: Tensor, category_ids: Tensor) -> list[dict]:
+    """segments_info sorted by id: area and bbox [x, y, w, h] of every code with a non-void id and pixels."""
+    areas, x0, y0, x1, y1 = statistics.unbind(1)
     table = torch.stack([segment_ids, category_ids, areas, x0, y0, x1 - x0 + 1, y1 - y0 + 1], 1).cpu().tolist()
     segments = [
         {"id": sid, "category_id": category, "area": area, "bbox": [x, y, w, h], "iscrowd": 0}

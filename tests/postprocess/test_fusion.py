@@ -264,6 +264,25 @@ def test_far_pixels_go_to_an_instance_when_every_stuff_logit_is_lower(binary: bo
     assert (result.ids[20:, 20:-8] == 7).all()
 
 
+@pytest.mark.parametrize("stuff_logit", [-1.0, -3.0, -8.0])
+def test_an_instance_wins_the_pixels_around_its_box_that_its_logits_reach(stuff_logit: float) -> None:
+    """Every stuff logit equal: just outside the box, where ML_A is a little below 0, FL = (σ(A) + ½)·A still beats
+    it, down to where A reaches about 1.5 × the stuff logit. The exact region must reach that far, not further
+    than needed, and the result must equal the dense steps."""
+    logits = torch.full((19, HEIGHT, WIDTH), stuff_logit)
+    rows = torch.arange(HEIGHT // 4).float()[:, None]
+    columns = torch.arange(WIDTH // 4).float()[None, :]
+    low = 6 * torch.exp(-((rows - 8) ** 2 + (columns - 15) ** 2) / (2 * 2.5**2)) - 3
+    masks = F.interpolate(low[None, None], (HEIGHT, WIDTH), mode="bilinear")[0] > 0
+    instances = Instances(masks=masks, scores=torch.tensor([0.9]), classes=torch.tensor([CAR]), mask_logits=low[None])
+    config = FusionConfig()
+    result = panoptic_fusion(logits, instances, **asdict(config))
+    _check_segments(result)
+    np.testing.assert_array_equal(result.ids, _dense_fusion(logits, instances, config))
+    won = result.ids == 26000
+    assert won.sum() > masks.sum()  # beyond the mask (and its box)
+
+
 def test_extreme_mask_logits() -> None:
     """Logits of ±1000 (σ saturates; the outside bound must not overflow) and masks with a storage offset."""
     logits = _logits()
