@@ -78,7 +78,8 @@ def panoptic_fusion(
     num_stuff, num_survivors = len(stuff_train_ids), len(survivors)
     count = 1 + num_stuff + num_survivors
     # a thing class as the semantic argmax (stuff listed first, so stuff wins ties) is void unless an instance wins
-    code.mul_(torch.le(_channels(logits, thing_train_ids, thing_ids).amax(0), stuff_value, out=torch.empty_like(code)))
+    thing_value = _channels(logits, thing_train_ids, thing_ids).amax(0)
+    code.mul_(torch.le(thing_value, stuff_value, out=thing_value))  # 1.0 / 0.0
     _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale, code, 1 + num_stuff)
     statistics = _code_statistics(code, count)
     areas = statistics[:, 0]
@@ -439,10 +440,11 @@ def _fused_argmax(
     stuff logit, leaving the other pixels as they are (steps 3-5). An exact argmax (ties to the earlier channel)
     computed region by region (`_MaskLogitSource`): outside its box an instance's FL = (σ(A) + ½)·A rises with A, so
     between its region and `outer` it loses to the stuff logit, and beyond `outer` it can only win pixels whose stuff
-    logit is below the bound from its largest logit there; those few pixels are evaluated one by one."""
-    best = stuff_value.clone()
+    logit is below the bound from its largest logit there; those few pixels are evaluated one by one. `stuff_value`
+    (Tensor[H, W], the best stuff logit) is overwritten with the winning logit."""
     if not survivors:
         return
+    best = stuff_value  # the best logit so far, updated in place
     classes = instances.classes.tolist()
     sources = _mask_logit_sources(instances, survivors, boxes, stuff_value, logit_scale)
     # the only pixels any instance could win outside its `outer` box, found once
