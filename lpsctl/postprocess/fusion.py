@@ -80,7 +80,7 @@ def panoptic_fusion(
     # a thing class as the semantic argmax (stuff listed first, so stuff wins ties) is void unless an instance wins
     thing_value = _channels(logits, thing_train_ids, thing_ids).amax(0)
     code.mul_(torch.le(thing_value, stuff_value, out=thing_value))  # 1.0 / 0.0
-    _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_ids, logit_scale, code, 1 + num_stuff)
+    _fused_argmax(stuff_value, logits, instances, survivors, boxes, thing_train_ids, logit_scale, code, 1 + num_stuff)
     statistics = _code_statistics(code, count)
     areas = statistics[:, 0]
 
@@ -431,7 +431,7 @@ def _fused_argmax(
     instances: Instances,
     survivors: list[int],
     boxes: list[Box],
-    thing_ids: Tensor,
+    thing_train_ids: Sequence[int],
     logit_scale: float,
     code: Tensor,
     first: int,
@@ -455,7 +455,7 @@ def _fused_argmax(
         # FL = (σ(A) + σ(B))·(A + B): the class's semantic logit B inside the box, B = 0 (σ = ½) around it
         sigmoid_a = ml_a.sigmoid()
         inner = (slice(y0 - ry0, y1 - ry0), slice(x0 - rx0, x1 - rx0))
-        ml_b = logits[thing_ids[classes[index]], y0:y1, x0:x1]
+        ml_b = logits[thing_train_ids[classes[index]], y0:y1, x0:x1]
         fused_inner = (sigmoid_a[inner] + ml_b.sigmoid()).mul_(ml_a[inner] + ml_b)
         fused = sigmoid_a.add_(0.5).mul_(ml_a)
         fused[inner] = fused_inner
