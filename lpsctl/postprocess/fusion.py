@@ -345,12 +345,27 @@ def _crop_resize(low: Tensor, factor: tuple[int, int], region: Box, scale: float
 
 
 @dataclass
+class _BinaryMaskSource:
+    """ML_A of one instance from its binary mask: ±logit_scale, the mask's crop of its box inside, −logit_scale
+    everywhere outside the box. `region` = `outer` = the box; `bound` is FL's value outside it."""
+
+    mask: Tensor
+    region: Box
+    outer: Box
+    bound: float
+
+    def on_region(self, logit_scale: float) -> Tensor:
+        return torch.where(self.mask, logit_scale, -logit_scale)
+
+    def at(self, ys: Tensor, xs: Tensor, logit_scale: float) -> Tensor:
+        return torch.full(ys.shape, -logit_scale, device=ys.device)
+
+
+@dataclass
 class _MaskLogitSource:
-    """ML_A of one instance as a resize of a small map: logit_scale × `low` resampled by (`rows`, `columns`)
-    (`_source_index` weights). SOLOv2 mask logits are the low-resolution logits resized bilinearly; a binary mask is
-    its ±1 box crop inside a ring of −1, indexed by nearest neighbour (so every pixel outside the box reads −1).
-    `region` is where FL is evaluated exactly; between it and `outer` FL is below the stuff logit; `bound` is an upper
-    bound of FL outside `outer`."""
+    """ML_A of one instance as logit_scale × its low-resolution mask logits `low` resized bilinearly, resampled by
+    (`rows`, `columns`) (`_source_index` weights). `region` is where FL is evaluated exactly; between it and `outer`
+    FL is below the stuff logit; `bound` is an upper bound of FL outside `outer`."""
 
     low: Tensor
     rows: tuple[Tensor, Tensor, Tensor]
@@ -377,22 +392,18 @@ class _MaskLogitSource:
 
 def _mask_logit_sources(
     instances: Instances, survivors: list[int], boxes: list[Box], stuff_value: Tensor, logit_scale: float
-) -> list[_MaskLogitSource]:
-    """One `_MaskLogitSource` per survivor, from its mask logits when the instances have them, else its mask.
+) -> list[_MaskLogitSource | _BinaryMaskSource]:
+    """One source of ML_A per survivor: from its mask logits when the instances have them, else from its mask.
 
     With mask logits, `outer` is the box plus a margin (where mask logits still rise towards the object), and `region`
     the box plus the smallest margin 0, 1, 2, 4, … inside it beyond which (σ(A) + ½)·A stays below every stuff logit
     between it and `outer` (else `outer` itself): the exact FL is evaluated where the instance can win."""
     (height, width), device = stuff_value.shape, stuff_value.device
+    sources: list[_MaskLogitSource | _BinaryMaskSource] = []
     if instances.mask_logits is None:
-        sources = []
-        for index, box in zip(survivors, boxes, strict=True):
-            x0, y0, x1, y1 = box
-            crop = instances.masks[index, y0:y1, x0:x1].to(device).bool()
-            low = torch.nn.functional.pad(torch.where(crop, 1.0, -1.0), (1, 1, 1, 1), value=-1.0)
-            rows, columns = _nearest_index(height, y0, y1, device), _nearest_index(width, x0, x1, device)
-            # every pixel outside the box reads the ring of −1
-            sources.append(_MaskLogitSource(low, rows, columns, box, box, _rising_bound(-logit_scale)))
+        for index, (x0, y0, x1, y1) in zip(survivors, boxes, strict=True):
+            mask = instances.masks[index, y0:y1, x0:x1].to(device).bool()
+            sources.append(_BinaryMaskSource(mask, (x0, y0, x1, y1), (x0, y0, x1, y1), _rising_bound(-logit_scale)))
         return sources
     if not survivors:
         return []
@@ -402,7 +413,6 @@ def _mask_logit_sources(
     reach = (rows[0].tolist(), rows[1].tolist(), columns[0].tolist(), columns[1].tolist())
     whole = height % low_height == 0 and width % low_width == 0
     factor = (height // low_height, width // low_width) if whole else None
-    sources = []
     for low, box, lines in zip(lows, boxes, _line_maxima(lows), strict=True):
         outer_margin = _margin(box)
         outer = _grow(box, outer_margin, height, width)
@@ -416,13 +426,6 @@ def _mask_logit_sources(
             margin = 2 * margin or 1
         sources.append(_MaskLogitSource(low, rows, columns, region, outer, bound, factor))
     return sources
-
-
-def _nearest_index(output_size: int, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """`_source_index`-style weights that read a crop of [start, stop) padded by one: positions before the crop read
-    index 0, after it the last index, inside it their own pixel (weight 0: no interpolation)."""
-    index = (torch.arange(output_size, device=device) - start + 1).clamp(0, stop - start + 1)
-    return index, index, torch.zeros(output_size, device=device)
 
 
 def _fused_argmax(
