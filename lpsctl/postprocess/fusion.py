@@ -66,6 +66,8 @@ def panoptic_fusion(
     [x, y, w, h], iscrowd 0). Runs on the logits' device; only the result is moved to the CPU.
     """
     _check_inputs(semantic_logits, instances, stuff_train_ids, thing_train_ids)
+    if not logit_scale > 0:  # FL's outside bounds take the largest ML_A from the largest mask logit
+        raise ValueError(f"logit_scale must be positive, got {logit_scale}")
     height, width = semantic_logits.shape[1:]
     device = semantic_logits.device
     logits = semantic_logits.float()
@@ -322,24 +324,19 @@ def _ring_minimum(values: Tensor, box: Box, outer: Box) -> float:
 
 
 def _crop_resize(low: Tensor, factor: tuple[int, int], region: Box, scale: float) -> Tensor:
-    """`scale × F.interpolate(low, scale ×factor, bilinear)` on `region` only: the low-resolution crop that region reads
+    """`scale × F.interpolate(low, ×factor, bilinear)` on `region` only: the low-resolution crop that region reads
     (one pixel of context on each side, as the interpolation needs) resized by the same factor, then trimmed. With a
     whole factor the source coordinates of the crop differ from the whole map's by whole pixels, so the weights are
     those of the whole map's resize up to float rounding of the coordinates (bit for bit for factors 2, 4, 8; about
-    1e-4 for 3, 5, 6), and at the map's edges both clamp alike. A power-of-two `scale` multiplies the crop, exactly
-    (it commutes with every rounding of the interpolation), any other one the resized region."""
+    1e-4 for 3, 5, 6), and at the map's edges both clamp alike."""
     x0, y0, x1, y1 = region
     (fy, fx), (h, w) = factor, low.shape
     top, left = max(0, y0 // fy - 1), max(0, x0 // fx - 1)
     bottom, right = min(h, (y1 - 1) // fy + 2), min(w, (x1 - 1) // fx + 2)
     crop = low[top:bottom, left:right]
-    power_of_two = scale > 0 and math.frexp(scale)[0] == 0.5
-    if power_of_two:
-        crop = crop * scale
     # size = factor × crop: the scale F.interpolate derives, crop/size, is exactly the whole map's 1/factor
     resized = F.interpolate(crop[None, None], size=(crop.shape[0] * fy, crop.shape[1] * fx), mode="bilinear")[0, 0]
-    if not power_of_two:
-        resized.mul_(scale)
+    resized.mul_(scale)  # after the resize: logits near float32's range neither overflow nor lose subnormals first
     # at a crop edge that is not the map's edge, the clamp differs: the trimmed region never reads those rows
     return resized[y0 - top * fy : y1 - top * fy, x0 - left * fx : x1 - left * fx]
 
@@ -443,7 +440,9 @@ def _fused_argmax(
     stuff logit, leaving the other pixels as they are (steps 3-5). An exact argmax (ties to the earlier channel)
     computed region by region (`_MaskLogitSource`): outside its box an instance's FL = (σ(A) + ½)·A rises with A, so
     between its region and `outer` it loses to the stuff logit, and beyond `outer` it can only win pixels whose stuff
-    logit is below the bound from its largest logit there; those few pixels are evaluated one by one. `stuff_value`
+    logit is below the bound from its largest logit there; those few pixels are evaluated one by one. Exact up to
+    float32 rounding: CPU kernels (sigmoid; a resize by a factor other than 2, 4, 8) can give an ulp more or less
+    for the same value at another position in another region's shape, which decides exact ties. `stuff_value`
     (Tensor[H, W], the best stuff logit) is overwritten with the winning logit."""
     if not survivors:
         return

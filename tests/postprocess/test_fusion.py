@@ -321,3 +321,5 @@ def test_inputs_that_break_the_contract_raise_value_error() -> None:
         panoptic_fusion(logits[0], _instances([], [], []))
     with pytest.raises(ValueError, match="18 channels"):
         panoptic_fusion(logits[:18], _instances([], [], []))
+    with pytest.raises(ValueError, match="logit_scale must be positive"):
+        panoptic_fusion(logits, _instances([_box_mask(0, 5, 0, 5)], [0.9], [CAR]), logit_scale=-4.0)
