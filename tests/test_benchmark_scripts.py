@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).parents[1]
 
 
@@ -51,3 +53,14 @@ def test_inference_latency_smoke_run_prints_every_stage():
     for stage in ("backbone + FPN", "SOLOv2 decoding + Matrix NMS", "panoptic fusion", "total"):
         assert re.search(rf"\| {re.escape(stage)} \| \d+\.\d{{3}} \|", out), out
     assert re.search(r"network forward: \d+ GFLOP, [\d.]+ GFLOP/s = \d+ % of the matmul peak", out), out
+
+
+def test_fusion_ab_smoke_run_compares_with_a_revision():
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    command = [sys.executable, str(REPO / "benchmarks" / "fusion_ab.py"), "--against", "HEAD", "--rounds", "1"]
+    command += ["--height", "64", "--width", "128", "--instances", "5", "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("same output: True") == 2, result.stdout
+    assert re.search(r"tensor calls per image now \(torch.profiler, top level\): \d+", result.stdout)

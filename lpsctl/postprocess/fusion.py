@@ -287,7 +287,8 @@ _LineMaxima = tuple[list[float], list[float], list[float], list[float]]
 
 
 def _line_maxima(lows: list[Tensor]) -> list[_LineMaxima]:
-    """`_LineMaxima` of each Tensor[h, w] (all of one size), in a few batched operations."""
+    """`_LineMaxima` of each Tensor[h, w] (all of one size): its row and column maxima, then the running maxima of
+    all maps at once."""
     rows = torch.stack([low.amax(1) for low in lows])
     columns = torch.stack([low.amax(0) for low in lows])
 
